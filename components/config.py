@@ -1,0 +1,497 @@
+"""The one schema of a stack's configuration.
+
+`load_stack_config(raw, secret_keys)` turns the `octollm-infra:*` keys of a stack into a
+validated `StackConfig`, or raises `ConfigError` listing every problem with its key path.
+Structural problems (types, unknown keys, ranges) are reported together first; once the
+structure is sound, every cross-field rule runs and all of its problems are reported together.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from . import catalog
+
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Cpus = Annotated[float, Field(gt=0, le=512)]
+MemoryGb = Annotated[float, Field(gt=0, le=16384)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
+    )
+
+
+class Problem(BaseModel):
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        lines = [f"the stack configuration has {len(self.problems)} problem(s):"]
+        lines += [f"  - octollm-infra:{p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- hosts
+
+
+class SshConfig(Model):
+    user: str = Field(min_length=1)
+    port: Port = 22
+    identity_file: str | None = Field(
+        default=None, description="private key used by both the docker CLI and pulumi-command"
+    )
+    host_key: str | None = Field(
+        default=None, description="the host's public key line, e.g. 'ssh-ed25519 AAAA…'"
+    )
+    insecure_skip_host_key_check: bool = False
+
+    @field_validator("host_key")
+    @classmethod
+    def _host_key_shape(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = v.split()
+        allowed = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+                   "ecdsa-sha2-nistp521", "ssh-rsa")
+        if len(parts) < 2 or parts[0] not in allowed or not re.fullmatch(r"[A-Za-z0-9+/=]+", parts[1]):
+            raise ValueError(
+                f"{v!r} is not a public host key line; expected '<type> <base64>' with type one of "
+                f"{', '.join(allowed)} (copy it from /etc/ssh/ssh_host_ed25519_key.pub on the host)"
+            )
+        return " ".join(parts[:2])
+
+
+class GpuConfig(Model):
+    model: str
+    vram_gb: MemoryGb
+    compute_capability: str | None = None
+    driver_version: str | None = Field(default=None, pattern=r"^\d+(\.\d+){0,2}$")
+
+    @field_validator("model")
+    @classmethod
+    def _known_or_described(cls, v: str) -> str:
+        return v.strip()
+
+    @model_validator(mode="after")
+    def _capability(self) -> "GpuConfig":
+        if self.compute_capability is None and self.model not in catalog.GPUS:
+            raise ValueError(
+                f"GPU model {self.model!r} is not in the catalogue ({', '.join(sorted(catalog.GPUS))}); "
+                "set computeCapability for it"
+            )
+        if self.compute_capability is not None and not re.fullmatch(r"\d+\.\d+", self.compute_capability):
+            raise ValueError(f"computeCapability {self.compute_capability!r} must look like '8.6'")
+        return self
+
+    @property
+    def capability(self) -> tuple[int, int]:
+        cc = self.compute_capability or catalog.GPUS[self.model].compute_capability
+        major, minor = cc.split(".")
+        return int(major), int(minor)
+
+
+class NetworkConfig(Model):
+    subnet: str
+    gateway: str
+    internal: bool = False
+
+    @field_validator("subnet")
+    @classmethod
+    def _subnet(cls, v: str) -> str:
+        try:
+            net = ipaddress.IPv4Network(v, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"{v!r} is not an IPv4 subnet in CIDR form like 172.20.0.0/16 ({exc})") from None
+        if net.prefixlen > 29:
+            raise ValueError(f"{v!r} is too small for containers; use a /29 or larger")
+        return str(net)
+
+    @field_validator("gateway")
+    @classmethod
+    def _gateway(cls, v: str) -> str:
+        try:
+            return str(ipaddress.IPv4Address(v))
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IPv4 address") from None
+
+
+class ExporterPorts(Model):
+    node_exporter: Port = 9100
+    cadvisor: Port = 8080
+    gpu_exporter: Literal["dcgm", "nvidia-smi", "none"] = "dcgm"
+    gpu_exporter_port: Port = 9400
+
+
+class HostConfig(Model):
+    kind: Literal["ssh", "local"] = "ssh"
+    address: str = "127.0.0.1"
+    ssh: SshConfig | None = None
+    publish_address: str = Field(
+        default="0.0.0.0", description="host interface that published ports bind to"
+    )
+    llm_publish_address: str | None = Field(
+        default=None, description="interface LLM API ports bind to; defaults to publishAddress"
+    )
+    cpu_threads: Cpus
+    memory_gb: MemoryGb
+    gpus: list[GpuConfig] = []
+    appdata_root: str = Field(default="/opt/octollm", pattern=r"^/[^\s]*$")
+    data_owner: str = Field(default="99:100", pattern=r"^\d+:\d+$")
+    unraid: bool = False
+    container_prefix: str = Field(default="octollm-", pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    networks: dict[Name, NetworkConfig] = {}
+    exporters: ExporterPorts = ExporterPorts()
+    allow_cpu_fallback: bool = Field(
+        default=False, description="run GPU engines on the CPU when the GPU check fails"
+    )
+    min_docker_version: str = Field(default="20.10", pattern=r"^\d+\.\d+$")
+
+    @field_validator("publish_address", "llm_publish_address")
+    @classmethod
+    def _ip(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            return str(ipaddress.ip_address(v))
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IP address of an interface on the host") from None
+
+    @model_validator(mode="after")
+    def _ssh_needed(self) -> "HostConfig":
+        if self.kind == "ssh" and self.ssh is None:
+            raise ValueError("an ssh host needs an `ssh` block (user, port, identityFile, hostKey)")
+        if self.kind == "ssh" and self.ssh is not None:
+            if self.ssh.host_key is None and not self.ssh.insecure_skip_host_key_check:
+                raise ValueError(
+                    "ssh.hostKey is missing: give the host's public key (ssh-keyscan -t ed25519 "
+                    f"{self.address}) so the connection is verified, or set "
+                    "ssh.insecureSkipHostKeyCheck: true to accept any key (not recommended)"
+                )
+        if self.kind == "local" and self.ssh is not None:
+            raise ValueError("a local host uses the local Docker socket; remove its `ssh` block")
+        return self
+
+    @property
+    def llm_bind(self) -> str:
+        return self.llm_publish_address or self.publish_address
+
+    @property
+    def has_gpu(self) -> bool:
+        return bool(self.gpus)
+
+
+# --------------------------------------------------------------------------- workloads
+
+
+class Limits(Model):
+    cpus: Cpus
+    memory_gb: MemoryGb
+
+
+class GpuRequest(Model):
+    count: int | Literal["all"] | None = None
+    device_ids: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "GpuRequest":
+        if (self.count is None) == (self.device_ids is None):
+            raise ValueError("give exactly one of gpu.count or gpu.deviceIds")
+        if isinstance(self.count, int) and self.count < 1:
+            raise ValueError("gpu.count must be at least 1 (remove `gpu` for a CPU-only engine)")
+        return self
+
+
+class ModelStoreConfig(Model):
+    host: Name
+    kind: Literal["hostPath", "zfs", "nfs"] = "hostPath"
+    path: str = Field(pattern=r"^/[^\s]*$")
+    owner: str | None = Field(default=None, pattern=r"^\d+:\d+$")
+    # zfs
+    dataset: str | None = None
+    recordsize: Literal["4K", "8K", "16K", "32K", "64K", "128K", "256K", "512K", "1M", "2M", "4M", "8M", "16M"] | None = None
+    compression: Literal["off", "on", "lz4", "gzip", "zstd", "zle", "lzjb"] | None = None
+    # nfs
+    clients: list[Name] = []
+    client_cidr: str | None = None
+    export_options: str = Field(default="rw,sync,no_subtree_check,no_root_squash", pattern=r"^[a-z0-9_,=]+$")
+    mount_options: str = Field(default="nfsvers=4.1,hard,timeo=600", pattern=r"^[a-z0-9_,=.]+$")
+    # kubernetes
+    storage_class: str | None = None
+    size_gb: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> "ModelStoreConfig":
+        if self.kind == "zfs" and (not self.dataset or not self.recordsize or not self.compression):
+            raise ValueError("a zfs store needs dataset, recordsize and compression")
+        if self.kind != "zfs" and (self.dataset or self.recordsize or self.compression):
+            raise ValueError(f"dataset/recordsize/compression only apply to kind zfs, not {self.kind}")
+        if self.kind == "nfs" and not self.client_cidr:
+            raise ValueError("an nfs store needs clientCidr (the network allowed to mount the export)")
+        if self.kind != "nfs" and self.clients:
+            raise ValueError(f"clients only apply to kind nfs, not {self.kind}")
+        return self
+
+
+Engine = Literal["ollama", "vllm", "llamacpp"]
+
+
+class InferenceConfig(Model):
+    host: Name
+    engine: Engine = "ollama"
+    network: Name
+    ipv4_address: str | None = None
+    port: Port
+    container_port: Port | None = None
+    gpu: GpuRequest | None = None
+    models: list[str] = []
+    num_parallel: int = Field(default=4, ge=1, le=64)
+    limits: Limits
+    vram_gb: MemoryGb | None = Field(
+        default=None, description="VRAM this engine holds on its GPU; derived from the models when absent"
+    )
+    model_store: Name | None = None
+    image: str | None = None
+    cuda_version: str | None = Field(default=None, pattern=r"^\d+\.\d+$")
+    replicas: int = Field(default=0, ge=0, le=16, description="read-only Ollama replicas on the same host")
+    replica_port_start: Port | None = None
+    read_only: bool = Field(default=False, description="mount the store read-only (an NFS client)")
+    # vLLM
+    quantization: Literal["awq", "gptq", "fp8", "squeezellm", "bitsandbytes"] | None = None
+    max_model_len: int | None = Field(default=None, ge=128)
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    tensor_parallel_size: int = Field(default=1, ge=1, le=8)
+    shm_size_gb: int = Field(default=16, ge=1)
+    # llama.cpp
+    model_path: str | None = None
+    context_size: int = Field(default=4096, ge=128)
+    gpu_layers: int = Field(default=-1, ge=-1)
+
+    @model_validator(mode="after")
+    def _engine_fields(self) -> "InferenceConfig":
+        if self.engine == "ollama":
+            for m in self.models:
+                if m not in catalog.MODELS or catalog.MODELS[m].engine != "ollama":
+                    known = sorted(k for k, v in catalog.MODELS.items() if v.engine == "ollama")
+                    raise ValueError(f"unknown Ollama model {m!r}; the catalogue knows {', '.join(known)}")
+            if len(set(self.models)) != len(self.models):
+                raise ValueError("models lists a model twice")
+        if self.engine == "vllm":
+            if len(self.models) != 1:
+                raise ValueError("a vLLM engine serves exactly one model: set models to one HuggingFace id")
+            if self.gpu is None:
+                raise ValueError("vLLM needs a GPU: add gpu.count or gpu.deviceIds")
+        if self.engine == "llamacpp" and not self.model_path:
+            raise ValueError("a llama.cpp engine needs modelPath (the GGUF file inside the model store)")
+        if self.replicas and self.engine != "ollama":
+            raise ValueError("replicas are only supported for the ollama engine")
+        return self
+
+    @property
+    def internal_port(self) -> int:
+        return self.container_port or {"ollama": 11434, "vllm": 8000, "llamacpp": 8000}[self.engine]
+
+
+class PostgresConfig(Model):
+    port: Port = 3010
+    database: Name = "octollm"
+    user: Name = "octollm"
+    limits: Limits = Limits(cpus=4, memory_gb=4)
+
+
+class RedisConfig(Model):
+    port: Port = 3011
+    limits: Limits = Limits(cpus=2, memory_gb=2)
+
+
+class QdrantConfig(Model):
+    http_port: Port = 3012
+    grpc_port: Port = 3013
+    limits: Limits = Limits(cpus=4, memory_gb=4)
+
+
+class DataServicesConfig(Model):
+    host: Name
+    network: Name
+    postgres: PostgresConfig | None = PostgresConfig()
+    redis: RedisConfig | None = RedisConfig()
+    qdrant: QdrantConfig | None = QdrantConfig()
+
+
+class ServicePlacement(Model):
+    port: Port
+    limits: Limits
+
+
+DEFAULT_ARMS: dict[str, ServicePlacement] = {
+    name: ServicePlacement(port=6001 + i, limits=Limits(cpus=2, memory_gb=2))
+    for i, name in enumerate(["planner", "executor", "retriever", "coder", "judge", "safety-guardian"])
+}
+
+
+class OctoLlmConfig(Model):
+    host: Name
+    network: Name
+    image_registry: str = Field(pattern=r"^[a-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)*$")
+    image_tag: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+    llm_endpoint: Name = Field(description="name of the inference node the arms call")
+    orchestrator: ServicePlacement = ServicePlacement(port=3000, limits=Limits(cpus=4, memory_gb=4))
+    reflex: ServicePlacement = ServicePlacement(port=3001, limits=Limits(cpus=4, memory_gb=2))
+    arms: dict[Name, ServicePlacement] = DEFAULT_ARMS
+
+    @field_validator("image_tag")
+    @classmethod
+    def _not_latest(cls, v: str) -> str:
+        if v == "latest":
+            raise ValueError("'latest' is not a pinned tag; use a version such as 0.1.0 so a deploy is repeatable")
+        return v
+
+
+class MonitoringLimits(Model):
+    prometheus: Limits = Limits(cpus=1.0, memory_gb=1.25)
+    grafana: Limits = Limits(cpus=0.5, memory_gb=0.5)
+    loki: Limits = Limits(cpus=0.75, memory_gb=0.75)
+    alloy: Limits = Limits(cpus=0.25, memory_gb=0.25)
+    blackbox: Limits = Limits(cpus=0.25, memory_gb=0.125)
+    node_exporter: Limits = Limits(cpus=0.25, memory_gb=0.125)
+    cadvisor: Limits = Limits(cpus=0.5, memory_gb=0.5)
+    gpu_exporter: Limits = Limits(cpus=0.25, memory_gb=0.25)
+    redis_exporter: Limits = Limits(cpus=0.125, memory_gb=0.125)
+    postgres_exporter: Limits = Limits(cpus=0.125, memory_gb=0.125)
+
+
+class MonitoringConfig(Model):
+    host: Name
+    network: Name
+    prometheus_port: Port = 9090
+    grafana_port: Port = 3030
+    loki_port: Port = 3100
+    blackbox_port: Port = 9115
+    retention: str = Field(default="15d", pattern=r"^\d+[hdwy]$")
+    gpu_temperature_alert_c: int = Field(default=80, ge=40, le=100)
+    inference_latency_alert_s: float = Field(default=10, gt=0)
+    probe_model: str | None = Field(
+        default=None, description="model used by the synthetic inference-latency probe"
+    )
+    scrape_hosts: list[Name] | None = Field(default=None, description="hosts whose exporters run and are scraped; all when absent")
+    limits: MonitoringLimits = MonitoringLimits()
+
+
+class StackConfig(Model):
+    """Everything under `octollm-infra:` in Pulumi.<stack>.yaml."""
+
+    platform: Literal["docker", "kubernetes"]
+    hosts: dict[Name, HostConfig] = {}
+    model_stores: dict[Name, ModelStoreConfig] = {}
+    inference: dict[Name, InferenceConfig] = {}
+    data_services: DataServicesConfig | None = None
+    octollm: OctoLlmConfig | None = None
+    monitoring: MonitoringConfig | None = None
+    images: dict[str, str] = {}
+    # secrets: must be set with `pulumi config set --secret`
+    postgres_password: SecretStr | None = None
+    redis_password: SecretStr | None = None
+    qdrant_api_key: SecretStr | None = None
+    grafana_admin_password: SecretStr | None = None
+    openai_api_key: SecretStr | None = None
+    anthropic_api_key: SecretStr | None = None
+
+    @field_validator("images")
+    @classmethod
+    def _images(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, ref in v.items():
+            if key not in catalog.IMAGES:
+                raise ValueError(f"unknown image key {key!r}; allowed: {', '.join(sorted(catalog.IMAGES))}")
+            if ":" not in ref.rsplit("/", 1)[-1] and "@sha256:" not in ref:
+                raise ValueError(f"image {ref!r} for {key} has no tag; pin a version or digest")
+            if ref.endswith(":latest"):
+                raise ValueError(f"image {ref!r} for {key} uses 'latest'; pin a version or digest")
+        return v
+
+    def image(self, key: str) -> str:
+        return self.images.get(key, catalog.IMAGES[key].ref)
+
+
+SECRET_FIELDS = (
+    "postgresPassword", "redisPassword", "qdrantApiKey", "grafanaAdminPassword",
+    "openaiApiKey", "anthropicApiKey",
+)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _pydantic_problems(exc: ValidationError) -> list[Problem]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        # Union branches and model-level "after" validators add type names to the location;
+        # users know their YAML keys, not our class names.
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (p[:1].isupper() or "[" in p)))
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling against the config reference in README.md)"
+        elif err["type"] == "literal_error":
+            msg = f"{err.get('input')!r} is not allowed; {msg[0].lower()}{msg[1:]}"
+        elif err["type"] == "string_pattern_mismatch":
+            msg = f"{err.get('input')!r} is not allowed; {msg[0].lower()}{msg[1:]}"
+        problems.append(Problem(path=_path(loc), message=msg))
+    return problems
+
+
+def load_stack_config(raw: dict, secret_keys: set[str] | None = None) -> tuple[StackConfig, list[str]]:
+    """Validate a stack's config. Returns the model and a list of warnings, or raises ConfigError."""
+    problems: list[Problem] = []
+    secret_keys = secret_keys or set()
+    for key in SECRET_FIELDS:
+        if key in raw and key not in secret_keys:
+            problems.append(Problem(path=key, message=(
+                "is stored in plain text; set it with `pulumi config set --secret "
+                f"{key} <value>` so it is encrypted in the stack file")))
+    try:
+        cfg = StackConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(problems + _pydantic_problems(exc)) from None
+    from .rules import check_rules  # rules need the typed model
+
+    rule_problems, warnings = check_rules(cfg)
+    problems += rule_problems
+    if problems:
+        raise ConfigError(problems)
+    return cfg, warnings

@@ -1,0 +1,106 @@
+"""DataServices: PostgreSQL 15, Redis 7 (AOF) and Qdrant with data outside the containers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_random as random
+
+from .config import DataServicesConfig
+from .docker_host import DockerHost
+from .workload import HealthSpec, MountSpec, PortSpec, ServiceSpec, http_health
+
+
+def secret_or_generated(parent: pulumi.Resource, name: str, given: pulumi.Input[str] | None,
+                        length: int = 32) -> pulumi.Output[str]:
+    """The configured secret, or a generated one that stays stable across runs (kept in state)."""
+    if given is not None:
+        return pulumi.Output.secret(given)
+    pw = random.RandomPassword(name, length=length, special=False, opts=pulumi.ResourceOptions(parent=parent))
+    return pw.result  # RandomPassword.result is a secret output
+
+
+@dataclass
+class DataServicesArgs:
+    config: DataServicesConfig
+    platform: DockerHost
+    postgres_password: pulumi.Input[str] | None = None
+    redis_password: pulumi.Input[str] | None = None
+    qdrant_api_key: pulumi.Input[str] | None = None
+    labels: dict[str, dict[str, str]] | None = None  # extra labels per service (Unraid UI)
+
+
+class DataServices(pulumi.ComponentResource):
+    postgres_password: pulumi.Output[str] | None
+    redis_password: pulumi.Output[str] | None
+    qdrant_api_key: pulumi.Output[str] | None
+    urls: dict[str, str]
+
+    def __init__(self, name: str, args: DataServicesArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("octollm:index:DataServices", name, None, opts)
+        cfg, host = args.config, args.platform
+        labels = args.labels or {}
+        self.containers = {}
+        self.urls = {}
+        self.postgres_password = self.redis_password = self.qdrant_api_key = None
+        owner = host.cfg.data_owner
+        dirs = [host.appdata(s) for s, c in (("postgres", cfg.postgres), ("redis", cfg.redis),
+                                              ("qdrant", cfg.qdrant)) if c is not None]
+        data_dirs = host.ensure_dirs(f"{name}-data-dirs", self, dirs)
+        bind = host.cfg.publish_address
+
+        if cfg.postgres:
+            pg = cfg.postgres
+            self.postgres_password = secret_or_generated(self, f"{name}-postgres-password", args.postgres_password)
+            self.containers["postgres"] = host.run(ServiceSpec(
+                name="postgres", image=_image(args, "postgres"),
+                cpus=pg.limits.cpus, memory_gb=pg.limits.memory_gb,
+                env={"POSTGRES_DB": pg.database, "POSTGRES_USER": pg.user,
+                     "PGDATA": "/var/lib/postgresql/data/pgdata"},
+                secret_env={"POSTGRES_PASSWORD": self.postgres_password},
+                ports=(PortSpec(5432, pg.port, bind, name="postgres"),),
+                mounts=(MountSpec("/var/lib/postgresql/data", host.appdata("postgres")),),
+                health=HealthSpec(("CMD", "pg_isready", "-U", pg.user, "-d", pg.database), port=5432),
+                user=owner, network=cfg.network, stateful=True, labels=labels.get("postgres", {}),
+            ), self, depends_on=[data_dirs])
+            self.urls["postgres"] = f"postgresql://{host.cfg.address}:{pg.port}/{pg.database}"
+
+        if cfg.redis:
+            r = cfg.redis
+            self.redis_password = secret_or_generated(self, f"{name}-redis-password", args.redis_password)
+            self.containers["redis"] = host.run(ServiceSpec(
+                name="redis", image=_image(args, "redis"),
+                cpus=r.limits.cpus, memory_gb=r.limits.memory_gb,
+                # The password reaches redis-server through the environment, never the command line
+                # (which is a plain input in the state); redis-cli reads REDISCLI_AUTH itself.
+                command=("sh", "-c", 'exec redis-server --appendonly yes --appendfsync everysec '
+                                     '--requirepass "$REDISCLI_AUTH"'),
+                secret_env={"REDISCLI_AUTH": self.redis_password},
+                ports=(PortSpec(6379, r.port, bind, name="redis"),),
+                mounts=(MountSpec("/data", host.appdata("redis")),),
+                health=HealthSpec(("CMD-SHELL", "redis-cli ping | grep -q PONG"), port=6379),
+                user=owner, network=cfg.network, stateful=True, labels=labels.get("redis", {}),
+            ), self, depends_on=[data_dirs])
+            self.urls["redis"] = f"redis://{host.cfg.address}:{r.port}"
+
+        if cfg.qdrant:
+            qd = cfg.qdrant
+            self.qdrant_api_key = secret_or_generated(self, f"{name}-qdrant-api-key", args.qdrant_api_key)
+            self.containers["qdrant"] = host.run(ServiceSpec(
+                name="qdrant", image=_image(args, "qdrant"),
+                cpus=qd.limits.cpus, memory_gb=qd.limits.memory_gb,
+                secret_env={"QDRANT__SERVICE__API_KEY": self.qdrant_api_key},
+                ports=(PortSpec(6333, qd.http_port, bind, name="http"),
+                       PortSpec(6334, qd.grpc_port, bind, name="grpc")),
+                mounts=(MountSpec("/qdrant/storage", host.appdata("qdrant")),),
+                health=http_health(6333, "/healthz", tool="bash"),
+                user=owner, network=cfg.network, stateful=True, labels=labels.get("qdrant", {}),
+            ), self, depends_on=[data_dirs])
+            self.urls["qdrant"] = f"http://{host.cfg.address}:{qd.http_port}/dashboard"
+
+        self.register_outputs({"urls": self.urls})
+
+
+def _image(args: DataServicesArgs, key: str) -> str:
+    return args.platform.image_ref(key)

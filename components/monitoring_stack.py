@@ -1,0 +1,429 @@
+"""MonitoringStack: Prometheus, Grafana, Loki, Alloy log shipping, exporters and alert rules.
+
+The scrape configuration is generated from `ScrapeJob`s that the stack layer derives from
+what it actually deploys; nothing here lists services by hand.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pulumi
+import yaml
+
+from .config import MonitoringConfig
+from .data_services import secret_or_generated
+from .docker_host import DockerHost
+from .workload import ConfigFileSpec, GpuSpec, HealthSpec, MountSpec, PortSpec, ServiceSpec, http_health
+
+
+@dataclass(frozen=True)
+class ScrapeJob:
+    job: str
+    targets: tuple[str, ...]
+    metrics_path: str = "/metrics"
+    probe_module: str | None = None  # set: targets are URLs probed through the blackbox exporter
+    interval_s: int = 15
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class MonitoringStackArgs:
+    config: MonitoringConfig
+    central: DockerHost  # runs Prometheus, Grafana, Loki and the blackbox exporter
+    hosts: dict[str, DockerHost]  # every host whose exporters and logs are collected
+    jobs: list[ScrapeJob]
+    grafana_admin_password: pulumi.Input[str] | None = None  # generated when not configured
+    probe_model: str | None = None
+    redis_password: pulumi.Input[str] | None = None
+    postgres_dsn: pulumi.Input[str] | None = None
+    data_host: DockerHost | None = None
+    data_network: str | None = None
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+GPU_FIELDS = [
+    # P40 (Pascal) has no DCGM profiling metrics (DCGM_FI_PROF_*): only the basic device fields.
+    ("DCGM_FI_DEV_GPU_TEMP", "gauge", "GPU temperature (C)"),
+    ("DCGM_FI_DEV_POWER_USAGE", "gauge", "Power draw (W)"),
+    ("DCGM_FI_DEV_GPU_UTIL", "gauge", "GPU utilisation (%)"),
+    ("DCGM_FI_DEV_MEM_COPY_UTIL", "gauge", "Memory copy utilisation (%)"),
+    ("DCGM_FI_DEV_FB_USED", "gauge", "Framebuffer used (MiB)"),
+    ("DCGM_FI_DEV_FB_FREE", "gauge", "Framebuffer free (MiB)"),
+    ("DCGM_FI_DEV_SM_CLOCK", "gauge", "SM clock (MHz)"),
+    ("DCGM_FI_DEV_MEM_CLOCK", "gauge", "Memory clock (MHz)"),
+    ("DCGM_FI_DEV_XID_ERRORS", "gauge", "Last XID error"),
+]
+
+
+def dcgm_counters_csv() -> str:
+    lines = ["# field, type, help"]
+    lines += [f"{name}, {kind}, {help_}." for name, kind, help_ in GPU_FIELDS]
+    return "\n".join(lines) + "\n"
+
+
+def gpu_temperature_metric(exporter: str) -> str:
+    return "DCGM_FI_DEV_GPU_TEMP" if exporter == "dcgm" else "nvidia_smi_temperature_gpu"
+
+
+def prometheus_config(jobs: list[ScrapeJob], blackbox: str) -> str:
+    scrape = []
+    for j in sorted(jobs, key=lambda j: j.job):
+        entry: dict = {"job_name": j.job, "scrape_interval": f"{j.interval_s}s"}
+        static: dict = {"targets": list(j.targets)}
+        if j.labels:
+            static["labels"] = dict(j.labels)
+        entry["static_configs"] = [static]
+        if j.probe_module:
+            entry["metrics_path"] = "/probe"
+            entry["params"] = {"module": [j.probe_module]}
+            entry["scrape_timeout"] = "30s" if j.interval_s >= 30 else f"{j.interval_s}s"
+            entry["relabel_configs"] = [
+                {"source_labels": ["__address__"], "target_label": "__param_target"},
+                {"source_labels": ["__param_target"], "target_label": "instance"},
+                {"target_label": "__address__", "replacement": blackbox},
+            ]
+        elif j.metrics_path != "/metrics":
+            entry["metrics_path"] = j.metrics_path
+        scrape.append(entry)
+    doc = {
+        "global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
+        "rule_files": ["/etc/octollm/alerts.yml"],
+        "scrape_configs": scrape,
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def alert_rules(cfg: MonitoringConfig, gpu_metrics: list[str]) -> str:
+    rules = [
+        {"alert": "TargetDown", "expr": "up == 0", "for": "2m", "labels": {"severity": "critical"},
+         "annotations": {"summary": "{{ $labels.job }} target {{ $labels.instance }} is down"}},
+        {"alert": "ProbeFailed", "expr": "probe_success == 0", "for": "2m", "labels": {"severity": "critical"},
+         "annotations": {"summary": "{{ $labels.job }} probe of {{ $labels.instance }} fails"}},
+        {"alert": "InferenceLatencyHigh",
+         "expr": f'probe_duration_seconds{{job="inference-latency"}} > {cfg.inference_latency_alert_s:g}',
+         "for": "5m", "labels": {"severity": "warning"},
+         "annotations": {"summary": f"a one-token generation takes over {cfg.inference_latency_alert_s:g}s "
+                                    "on {{ $labels.instance }}"}},
+    ]
+    for metric in sorted(set(gpu_metrics)):
+        rules.append({
+            "alert": "GpuTemperatureHigh", "expr": f"{metric} >= {cfg.gpu_temperature_alert_c}", "for": "1m",
+            "labels": {"severity": "critical"},
+            "annotations": {"summary": f"GPU on {{{{ $labels.instance }}}} at or above "
+                                       f"{cfg.gpu_temperature_alert_c} C"}})
+    return yaml.safe_dump({"groups": [{"name": "octollm", "rules": rules}]}, sort_keys=False)
+
+
+def blackbox_config(probe_model: str | None) -> str:
+    modules: dict = {"http_2xx": {"prober": "http", "timeout": "5s",
+                                  "http": {"valid_status_codes": [200], "method": "GET"}}}
+    if probe_model:
+        modules["ollama_generate"] = {
+            "prober": "http", "timeout": "30s",
+            "http": {"method": "POST", "valid_status_codes": [200],
+                     "headers": {"Content-Type": "application/json"},
+                     "body": json.dumps({"model": probe_model, "prompt": "ping", "stream": False,
+                                         "options": {"num_predict": 1}}, sort_keys=True)}}
+    return yaml.safe_dump({"modules": modules}, sort_keys=True)
+
+
+def loki_config(retention: str) -> str:
+    hours = _hours(retention)
+    return yaml.safe_dump({
+        "auth_enabled": False,
+        "server": {"http_listen_port": 3100},
+        "common": {"path_prefix": "/loki", "replication_factor": 1,
+                   "storage": {"filesystem": {"chunks_directory": "/loki/chunks", "rules_directory": "/loki/rules"}},
+                   "ring": {"kvstore": {"store": "inmemory"}}},
+        "schema_config": {"configs": [{"from": "2024-01-01", "store": "tsdb", "object_store": "filesystem",
+                                       "schema": "v13", "index": {"prefix": "index_", "period": "24h"}}]},
+        "limits_config": {"retention_period": f"{hours}h"},
+        "compactor": {"working_directory": "/loki/compactor", "shared_store": "filesystem",
+                      "retention_enabled": True},
+    }, sort_keys=False)
+
+
+def _hours(retention: str) -> int:
+    n, unit = int(retention[:-1]), retention[-1]
+    return n * {"h": 1, "d": 24, "w": 168, "y": 8760}[unit]
+
+
+def alloy_config(host_name: str, loki_push_url: str) -> str:
+    return "\n".join([
+        'discovery.docker "containers" {',
+        '  host = "unix:///var/run/docker.sock"',
+        "}",
+        "",
+        'discovery.relabel "containers" {',
+        "  targets = []",
+        "  rule {",
+        '    source_labels = ["__meta_docker_container_name"]',
+        '    regex         = "/(.*)"',
+        '    target_label  = "container"',
+        "  }",
+        "  rule {",
+        '    source_labels = ["__meta_docker_container_label_org_octollm_service"]',
+        '    target_label  = "service"',
+        "  }",
+        "}",
+        "",
+        'loki.source.docker "containers" {',
+        '  host          = "unix:///var/run/docker.sock"',
+        "  targets       = discovery.docker.containers.targets",
+        "  relabel_rules = discovery.relabel.containers.rules",
+        f'  labels        = {{ host = "{host_name}" }}',
+        "  forward_to    = [loki.write.default.receiver]",
+        "}",
+        "",
+        'loki.write "default" {',
+        "  endpoint {",
+        f'    url = "{loki_push_url}"',
+        "  }",
+        "}",
+        "",
+    ])
+
+
+def grafana_datasources() -> str:
+    return yaml.safe_dump({"apiVersion": 1, "datasources": [
+        {"name": "Prometheus", "type": "prometheus", "uid": "prometheus", "access": "proxy",
+         "url": "http://prometheus:9090", "isDefault": True, "editable": False},
+        {"name": "Loki", "type": "loki", "uid": "loki", "access": "proxy",
+         "url": "http://loki:3100", "editable": False},
+    ]}, sort_keys=False)
+
+
+def grafana_dashboard_provider() -> str:
+    return yaml.safe_dump({"apiVersion": 1, "providers": [
+        {"name": "octollm", "folder": "OctoLLM", "type": "file", "disableDeletion": True,
+         "updateIntervalSeconds": 30, "options": {"path": "/etc/octollm/dashboards"}}]}, sort_keys=False)
+
+
+def _panel(i: int, title: str, exprs: list[tuple[str, str]], unit: str) -> dict:
+    return {
+        "id": i + 1, "type": "timeseries", "title": title,
+        "datasource": {"type": "prometheus", "uid": "prometheus"},
+        "gridPos": {"h": 8, "w": 12, "x": (i % 2) * 12, "y": (i // 2) * 8},
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "targets": [{"refId": chr(65 + k), "expr": e, "legendFormat": lf} for k, (e, lf) in enumerate(exprs)],
+    }
+
+
+def _dashboard(uid: str, title: str, panels: list[dict]) -> str:
+    return json.dumps({"uid": uid, "title": title, "schemaVersion": 39, "version": 1, "editable": False,
+                       "time": {"from": "now-6h", "to": "now"}, "refresh": "30s", "tags": ["octollm"],
+                       "panels": panels}, indent=2, sort_keys=True)
+
+
+def host_dashboard() -> str:
+    panels = [
+        ("CPU busy", [('100 * (1 - avg by (instance) (rate(node_cpu_seconds_total{mode="idle"}[5m])))',
+                       "{{instance}}")], "percent"),
+        ("Memory used", [("node_memory_MemTotal_bytes - node_memory_MemAvailable_bytes", "{{instance}}")], "bytes"),
+        ("Disk free", [('node_filesystem_avail_bytes{fstype!~"tmpfs|overlay"}', "{{instance}} {{mountpoint}}")],
+         "bytes"),
+        ("Network", [('rate(node_network_receive_bytes_total{device!~"lo|veth.*"}[5m])', "rx {{device}}"),
+                     ('rate(node_network_transmit_bytes_total{device!~"lo|veth.*"}[5m])', "tx {{device}}")], "Bps"),
+        ("Container CPU", [('sum by (name) (rate(container_cpu_usage_seconds_total{name!=""}[5m]))', "{{name}}")],
+         "short"),
+        ("Container memory", [('sum by (name) (container_memory_working_set_bytes{name!=""})', "{{name}}")],
+         "bytes"),
+    ]
+    return _dashboard("octollm-host", "OctoLLM host", [_panel(i, *p) for i, p in enumerate(panels)])
+
+
+def gpu_dashboard(exporter: str) -> str:
+    if exporter == "nvidia-smi":
+        series = [("Temperature", "nvidia_smi_temperature_gpu", "celsius"),
+                  ("Utilisation", "nvidia_smi_utilization_gpu_ratio * 100", "percent"),
+                  ("Memory used", "nvidia_smi_memory_used_bytes", "bytes"),
+                  ("Power", "nvidia_smi_power_draw_watts", "watt")]
+    else:
+        series = [("Temperature", "DCGM_FI_DEV_GPU_TEMP", "celsius"),
+                  ("Utilisation", "DCGM_FI_DEV_GPU_UTIL", "percent"),
+                  ("Framebuffer used", "DCGM_FI_DEV_FB_USED", "decmbytes"),
+                  ("Power", "DCGM_FI_DEV_POWER_USAGE", "watt"),
+                  ("SM clock", "DCGM_FI_DEV_SM_CLOCK", "rotmhz"),
+                  ("Memory copy utilisation", "DCGM_FI_DEV_MEM_COPY_UTIL", "percent")]
+    panels = [_panel(i, t, [(e, "{{instance}} gpu {{gpu}}")], u) for i, (t, e, u) in enumerate(series)]
+    panels.append(_panel(len(panels), "Inference probe latency",
+                         [('probe_duration_seconds{job="inference-latency"}', "{{instance}}")], "s"))
+    return _dashboard(f"octollm-gpu-{exporter}", f"OctoLLM GPU ({exporter})", panels)
+
+
+class MonitoringStack(pulumi.ComponentResource):
+    grafana_url: str
+    prometheus_url: str
+    scrape_jobs: list[str]
+
+    def __init__(self, name: str, args: MonitoringStackArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("octollm:index:MonitoringStack", name, None, opts)
+        cfg, central = args.config, args.central
+        self.containers = {}
+        bind = central.cfg.publish_address
+        labels = args.labels
+        gpu_exporters = sorted({h.cfg.exporters.gpu_exporter for h in args.hosts.values()
+                                if h.cfg.gpus and h.cfg.exporters.gpu_exporter != "none"})
+        jobs = list(args.jobs) + self._exporter_jobs(args)
+        self.scrape_jobs = sorted(j.job for j in jobs)
+        self.grafana_admin_password = secret_or_generated(self, f"{name}-grafana-admin-password",
+                                                          args.grafana_admin_password)
+
+        dirs = central.ensure_dirs(f"{name}-data-dirs", self,
+                                   [central.appdata(s) for s in ("prometheus", "grafana", "loki")])
+        self.containers["prometheus"] = central.run(ServiceSpec(
+            name="prometheus", image=central.image_ref("prometheus"),
+            cpus=cfg.limits.prometheus.cpus, memory_gb=cfg.limits.prometheus.memory_gb,
+            command=("--config.file=/etc/octollm/prometheus.yml", "--storage.tsdb.path=/prometheus",
+                     f"--storage.tsdb.retention.time={cfg.retention}", "--web.enable-lifecycle"),
+            ports=(PortSpec(9090, cfg.prometheus_port, bind, metrics_path="/metrics"),),
+            mounts=(MountSpec("/prometheus", central.appdata("prometheus")),),
+            files=(ConfigFileSpec("prometheus.yml",
+                                  prometheus_config(jobs, "blackbox-exporter:9115"), reload_signal="HUP"),
+                   ConfigFileSpec("alerts.yml",
+                                  alert_rules(cfg, [gpu_temperature_metric(e) for e in gpu_exporters]),
+                                  reload_signal="HUP")),
+            health=http_health(9090, "/-/healthy"), user=central.cfg.data_owner, network=cfg.network,
+            stateful=True, labels=labels.get("prometheus", {}),
+        ), self, depends_on=[dirs])
+        dashboards = [ConfigFileSpec("dashboards/host.json", host_dashboard())]
+        dashboards += [ConfigFileSpec(f"dashboards/gpu-{e}.json", gpu_dashboard(e)) for e in gpu_exporters]
+        self.containers["grafana"] = central.run(ServiceSpec(
+            name="grafana", image=central.image_ref("grafana"),
+            cpus=cfg.limits.grafana.cpus, memory_gb=cfg.limits.grafana.memory_gb,
+            env={"GF_SECURITY_ADMIN_USER": "admin", "GF_PATHS_PROVISIONING": "/etc/octollm/provisioning",
+                 "GF_USERS_ALLOW_SIGN_UP": "false", "GF_ANALYTICS_REPORTING_ENABLED": "false"},
+            secret_env={"GF_SECURITY_ADMIN_PASSWORD": self.grafana_admin_password},
+            ports=(PortSpec(3000, cfg.grafana_port, bind, metrics_path="/metrics"),),
+            mounts=(MountSpec("/var/lib/grafana", central.appdata("grafana")),),
+            files=(ConfigFileSpec("provisioning/datasources/datasources.yml", grafana_datasources()),
+                   ConfigFileSpec("provisioning/dashboards/octollm.yml", grafana_dashboard_provider()),
+                   *dashboards),
+            health=http_health(3000, "/api/health"), user=central.cfg.data_owner, network=cfg.network,
+            stateful=True, labels=labels.get("grafana", {}),
+        ), self, depends_on=[dirs])
+        self.containers["loki"] = central.run(ServiceSpec(
+            name="loki", image=central.image_ref("loki"),
+            cpus=cfg.limits.loki.cpus, memory_gb=cfg.limits.loki.memory_gb,
+            command=("-config.file=/etc/octollm/loki.yml",),
+            ports=(PortSpec(3100, cfg.loki_port, bind, metrics_path="/metrics"),),
+            mounts=(MountSpec("/loki", central.appdata("loki")),),
+            files=(ConfigFileSpec("loki.yml", loki_config(cfg.retention)),),
+            health=http_health(3100, "/ready"), user=central.cfg.data_owner, network=cfg.network,
+            stateful=True, labels=labels.get("loki", {}),
+        ), self, depends_on=[dirs])
+        self.containers["blackbox-exporter"] = central.run(ServiceSpec(
+            name="blackbox-exporter", image=central.image_ref("blackbox-exporter"),
+            cpus=cfg.limits.blackbox.cpus, memory_gb=cfg.limits.blackbox.memory_gb,
+            command=("--config.file=/etc/octollm/blackbox.yml",),
+            ports=(PortSpec(9115, cfg.blackbox_port, bind, metrics_path="/metrics"),),
+            files=(ConfigFileSpec("blackbox.yml", blackbox_config(args.probe_model), reload_signal="HUP"),),
+            health=http_health(9115, "/-/healthy"), network=cfg.network,
+        ), self)
+
+        loki_central = "http://loki:3100/loki/api/v1/push"
+        for hname, host in sorted(args.hosts.items()):
+            self._host_exporters(name, hname, host, cfg, central, loki_central)
+        if args.data_host is not None and args.redis_password is not None:
+            dh = args.data_host
+            self.containers["redis-exporter"] = dh.run(ServiceSpec(
+                name="redis-exporter", image=dh.image_ref("redis-exporter"),
+                cpus=cfg.limits.redis_exporter.cpus, memory_gb=cfg.limits.redis_exporter.memory_gb,
+                env={"REDIS_ADDR": "redis://redis:6379"}, secret_env={"REDIS_PASSWORD": args.redis_password},
+                ports=(PortSpec(9121, 9121, dh.cfg.publish_address, metrics_path="/metrics"),),
+                health=http_health(9121, "/health"), network=args.data_network,
+            ), self)
+        if args.data_host is not None and args.postgres_dsn is not None:
+            dh = args.data_host
+            self.containers["postgres-exporter"] = dh.run(ServiceSpec(
+                name="postgres-exporter", image=dh.image_ref("postgres-exporter"),
+                cpus=cfg.limits.postgres_exporter.cpus, memory_gb=cfg.limits.postgres_exporter.memory_gb,
+                secret_env={"DATA_SOURCE_NAME": args.postgres_dsn},
+                ports=(PortSpec(9187, 9187, dh.cfg.publish_address, metrics_path="/metrics"),),
+                health=http_health(9187, "/"), network=args.data_network,
+            ), self)
+
+        self.grafana_url = f"http://{central.cfg.address}:{cfg.grafana_port}"
+        self.prometheus_url = f"http://{central.cfg.address}:{cfg.prometheus_port}"
+        self.register_outputs({"grafanaUrl": self.grafana_url, "prometheusUrl": self.prometheus_url,
+                               "scrapeJobs": self.scrape_jobs})
+
+    @staticmethod
+    def _exporter_jobs(args: MonitoringStackArgs) -> list[ScrapeJob]:
+        """Per-host exporters: by container name on the central host, by address:port elsewhere."""
+        central = args.central.name
+        by_job: dict[str, list[str]] = {}
+        for hname, host in sorted(args.hosts.items()):
+            ex = host.cfg.exporters
+            local = hname == central
+
+            def target(service: str, internal: int, published: int) -> str:
+                return f"{service}:{internal}" if local else f"{host.cfg.address}:{published}"
+
+            by_job.setdefault("node-exporter", []).append(target("node-exporter", 9100, ex.node_exporter))
+            by_job.setdefault("cadvisor", []).append(target("cadvisor", 8080, ex.cadvisor))
+            if host.cfg.gpus and ex.gpu_exporter != "none":
+                internal = 9400 if ex.gpu_exporter == "dcgm" else 9835
+                by_job.setdefault(f"gpu-{ex.gpu_exporter}", []).append(
+                    target("gpu-exporter", internal, ex.gpu_exporter_port))
+        jobs = [ScrapeJob(job, tuple(t)) for job, t in sorted(by_job.items())]
+        if args.data_host is not None and args.redis_password is not None:
+            jobs.append(ScrapeJob("redis-exporter", ("redis-exporter:9121",)))
+        if args.data_host is not None and args.postgres_dsn is not None:
+            jobs.append(ScrapeJob("postgres-exporter", ("postgres-exporter:9187",)))
+        jobs += [ScrapeJob("prometheus", ("prometheus:9090",)), ScrapeJob("grafana", ("grafana:3000",)),
+                 ScrapeJob("loki", ("loki:3100",)), ScrapeJob("blackbox-exporter", ("blackbox-exporter:9115",))]
+        return jobs
+
+    def _host_exporters(self, name: str, hname: str, host: DockerHost, cfg: MonitoringConfig,
+                        central: DockerHost, loki_central: str) -> None:
+        lim, ex, b = cfg.limits, host.cfg.exporters, host.cfg.publish_address
+        on_central = hname == central.name
+        # Off the central host the exporters are reached by address:port, not container DNS.
+        net = cfg.network if on_central else None
+        self.containers[f"{hname}-node-exporter"] = host.run(ServiceSpec(
+            name="node-exporter", image=host.image_ref("node-exporter"),
+            cpus=lim.node_exporter.cpus, memory_gb=lim.node_exporter.memory_gb,
+            command=("--path.rootfs=/host",),
+            ports=(PortSpec(9100, ex.node_exporter, b, metrics_path="/metrics"),),
+            mounts=(MountSpec("/host", "/", read_only=True),),
+            pid_host=True, health=http_health(9100, "/metrics"), network=net,
+        ), self)
+        self.containers[f"{hname}-cadvisor"] = host.run(ServiceSpec(
+            name="cadvisor", image=host.image_ref("cadvisor"),
+            cpus=lim.cadvisor.cpus, memory_gb=lim.cadvisor.memory_gb,
+            command=("--docker_only=true", "--housekeeping_interval=15s"),
+            ports=(PortSpec(8080, ex.cadvisor, b, metrics_path="/metrics"),),
+            mounts=(MountSpec("/rootfs", "/", read_only=True), MountSpec("/sys", "/sys", read_only=True),
+                    MountSpec("/var/lib/docker", "/var/lib/docker", read_only=True),
+                    MountSpec("/dev/disk", "/dev/disk", read_only=True)),
+            devices=("/dev/kmsg",), docker_socket=True,
+            health=http_health(8080, "/healthz"), network=net,
+        ), self)
+        push = loki_central if on_central else f"http://{central.cfg.address}:{cfg.loki_port}/loki/api/v1/push"
+        self.containers[f"{hname}-alloy"] = host.run(ServiceSpec(
+            name="alloy", image=host.image_ref("alloy"),
+            cpus=lim.alloy.cpus, memory_gb=lim.alloy.memory_gb,
+            command=("run", "--server.http.listen-addr=0.0.0.0:12345", "--storage.path=/tmp/alloy",
+                     "/etc/octollm/config.alloy"),
+            files=(ConfigFileSpec("config.alloy", alloy_config(hname, push)),),
+            docker_socket=True, health=http_health(12345, "/-/ready", tool="bash"), network=net,
+        ), self)
+        if host.cfg.gpus and ex.gpu_exporter != "none":
+            if ex.gpu_exporter == "dcgm":
+                spec = ServiceSpec(
+                    name="gpu-exporter", image=host.image_ref("dcgm-exporter"),
+                    cpus=lim.gpu_exporter.cpus, memory_gb=lim.gpu_exporter.memory_gb,
+                    command=("-f", "/etc/octollm/counters.csv"),
+                    ports=(PortSpec(9400, ex.gpu_exporter_port, b, metrics_path="/metrics"),),
+                    files=(ConfigFileSpec("counters.csv", dcgm_counters_csv()),),
+                    gpu=GpuSpec(count=-1), health=http_health(9400, "/health", tool="bash"), network=net)
+            else:
+                spec = ServiceSpec(
+                    name="gpu-exporter", image=host.image_ref("nvidia-gpu-exporter"),
+                    cpus=lim.gpu_exporter.cpus, memory_gb=lim.gpu_exporter.memory_gb,
+                    ports=(PortSpec(9835, ex.gpu_exporter_port, b, metrics_path="/metrics"),),
+                    gpu=GpuSpec(count=-1), health=http_health(9835, "/", tool="bash"), network=net)
+            self.containers[f"{hname}-gpu-exporter"] = host.run(spec, self)

@@ -1,0 +1,440 @@
+"""Cross-field rules over a structurally valid StackConfig.
+
+`inventory(cfg)` lists every container the program will place, with its host, published
+ports, limits, VRAM and static address. The rules check that inventory; the capacity stack
+output is computed from it; and the program tests check that what the components register
+matches it, so the validator cannot drift from what is deployed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from . import catalog
+from .config import HostConfig, InferenceConfig, Problem, StackConfig
+
+
+@dataclass(frozen=True)
+class PublishedPort:
+    port: int
+    bind: str
+    protocol: str = "tcp"
+
+
+@dataclass
+class Placement:
+    host: str
+    service: str  # unique per host; also the container's DNS alias
+    path: str  # config key the placement comes from, for messages
+    cpus: float
+    memory_gb: float
+    ports: list[PublishedPort] = field(default_factory=list)
+    network: str | None = None
+    ipv4_address: str | None = None
+    vram_gb: float = 0.0
+    gpu_indices: tuple[int, ...] = ()
+
+
+def _gpu_indices(host: HostConfig, node: InferenceConfig) -> tuple[int, ...]:
+    if node.gpu is None or not host.gpus:
+        return ()
+    if node.gpu.device_ids is not None:
+        return tuple(int(d) for d in node.gpu.device_ids if d.isdigit())
+    count = len(host.gpus) if node.gpu.count == "all" else node.gpu.count
+    return tuple(range(min(count, len(host.gpus))))
+
+
+def node_vram_gb(host: HostConfig, node: InferenceConfig) -> float:
+    """VRAM an inference engine holds on each GPU it uses."""
+    if node.vram_gb is not None:
+        return node.vram_gb
+    idx = _gpu_indices(host, node)
+    if not idx:
+        return 0.0
+    gpu_vram = min(host.gpus[i].vram_gb for i in idx if i < len(host.gpus))
+    if node.engine == "vllm":
+        # vLLM pre-allocates this fraction of every GPU it is given, whatever the model.
+        return round(gpu_vram * node.gpu_memory_utilization, 2)
+    if node.engine == "llamacpp":
+        info = catalog.MODELS.get((node.model_path or "").rsplit("/", 1)[-1])
+        return min(info.vram_gb, gpu_vram) if info else 0.0
+    largest = max((catalog.MODELS[m].vram_gb for m in node.models), default=0.0)
+    return min(largest, gpu_vram)
+
+
+def inference_instances(name: str, node: InferenceConfig) -> list[tuple[str, int, bool]]:
+    """(service name, host port, is_primary) of an inference node and its read-only replicas."""
+    out = [(name, node.port, True)]
+    start = node.replica_port_start or node.port + 1
+    out += [(f"{name}-{i + 1}", start + i, False) for i in range(node.replicas)]
+    return out
+
+
+def inventory(cfg: StackConfig) -> list[Placement]:
+    out: list[Placement] = []
+    for name, node in sorted(cfg.inference.items()):
+        host = cfg.hosts.get(node.host)
+        bind = host.llm_bind if host else "0.0.0.0"
+        vram = node_vram_gb(host, node) if host else 0.0
+        gpus = _gpu_indices(host, node) if host else ()
+        for svc, port, primary in inference_instances(name, node):
+            out.append(Placement(
+                node.host, svc, f"inference.{name}", node.limits.cpus, node.limits.memory_gb,
+                [PublishedPort(port, bind)], node.network,
+                node.ipv4_address if primary else None, vram, gpus,
+            ))
+    ds = cfg.data_services
+    if ds:
+        bind = cfg.hosts[ds.host].publish_address if ds.host in cfg.hosts else "0.0.0.0"
+        if ds.postgres:
+            out.append(Placement(ds.host, "postgres", "dataServices.postgres", ds.postgres.limits.cpus,
+                                 ds.postgres.limits.memory_gb, [PublishedPort(ds.postgres.port, bind)], ds.network))
+        if ds.redis:
+            out.append(Placement(ds.host, "redis", "dataServices.redis", ds.redis.limits.cpus,
+                                 ds.redis.limits.memory_gb, [PublishedPort(ds.redis.port, bind)], ds.network))
+        if ds.qdrant:
+            out.append(Placement(ds.host, "qdrant", "dataServices.qdrant", ds.qdrant.limits.cpus,
+                                 ds.qdrant.limits.memory_gb,
+                                 [PublishedPort(ds.qdrant.http_port, bind), PublishedPort(ds.qdrant.grpc_port, bind)],
+                                 ds.network))
+    o = cfg.octollm
+    if o:
+        bind = cfg.hosts[o.host].publish_address if o.host in cfg.hosts else "0.0.0.0"
+        for svc, key, p in [("orchestrator", "octollm.orchestrator", o.orchestrator),
+                            ("reflex-layer", "octollm.reflex", o.reflex)] + [
+                (f"arm-{a}", f"octollm.arms.{a}", p) for a, p in sorted(o.arms.items())]:
+            out.append(Placement(o.host, svc, key, p.limits.cpus, p.limits.memory_gb,
+                                 [PublishedPort(p.port, bind)], o.network))
+    m = cfg.monitoring
+    if m:
+        lim = m.limits
+        bind = cfg.hosts[m.host].publish_address if m.host in cfg.hosts else "0.0.0.0"
+        for svc, port, limits in [("prometheus", m.prometheus_port, lim.prometheus),
+                                  ("grafana", m.grafana_port, lim.grafana),
+                                  ("loki", m.loki_port, lim.loki),
+                                  ("blackbox-exporter", m.blackbox_port, lim.blackbox)]:
+            out.append(Placement(m.host, svc, f"monitoring.{svc}", limits.cpus, limits.memory_gb,
+                                 [PublishedPort(port, bind)], m.network))
+        for h in monitored_hosts(cfg):
+            host = cfg.hosts[h]
+            ex = host.exporters
+            b = host.publish_address
+            out.append(Placement(h, "node-exporter", f"hosts.{h}.exporters.nodeExporter", lim.node_exporter.cpus,
+                                 lim.node_exporter.memory_gb, [PublishedPort(ex.node_exporter, b)]))
+            out.append(Placement(h, "cadvisor", f"hosts.{h}.exporters.cadvisor", lim.cadvisor.cpus,
+                                 lim.cadvisor.memory_gb, [PublishedPort(ex.cadvisor, b)]))
+            out.append(Placement(h, "alloy", "monitoring.limits.alloy", lim.alloy.cpus, lim.alloy.memory_gb))
+            if host.gpus and ex.gpu_exporter != "none":
+                out.append(Placement(h, "gpu-exporter", f"hosts.{h}.exporters.gpuExporterPort",
+                                     lim.gpu_exporter.cpus, lim.gpu_exporter.memory_gb,
+                                     [PublishedPort(ex.gpu_exporter_port, b)]))
+        if ds and ds.redis:
+            out.append(Placement(ds.host, "redis-exporter", "monitoring.limits.redisExporter",
+                                 lim.redis_exporter.cpus, lim.redis_exporter.memory_gb,
+                                 [PublishedPort(9121, bind)], ds.network))
+        if ds and ds.postgres:
+            out.append(Placement(ds.host, "postgres-exporter", "monitoring.limits.postgresExporter",
+                                 lim.postgres_exporter.cpus, lim.postgres_exporter.memory_gb,
+                                 [PublishedPort(9187, bind)], ds.network))
+    return out
+
+
+def monitored_hosts(cfg: StackConfig) -> list[str]:
+    if not cfg.monitoring:
+        return []
+    if cfg.monitoring.scrape_hosts is not None:
+        return [h for h in cfg.monitoring.scrape_hosts if h in cfg.hosts]
+    return sorted(cfg.hosts)
+
+
+def capacity(cfg: StackConfig) -> dict:
+    """Allocated vs declared CPU, memory and VRAM per host."""
+    places = inventory(cfg)
+    out = {}
+    for name, host in sorted(cfg.hosts.items()):
+        mine = [p for p in places if p.host == name]
+        vram_alloc = _vram_by_gpu(host, name, mine)
+        out[name] = {
+            "cpus": {"allocated": round(sum(p.cpus for p in mine), 3), "declared": host.cpu_threads},
+            "memoryGb": {"allocated": round(sum(p.memory_gb for p in mine), 3), "declared": host.memory_gb},
+            "vramGb": {"allocated": round(sum(vram_alloc.values()), 3),
+                       "declared": round(sum(g.vram_gb for g in host.gpus), 3)},
+        }
+    return out
+
+
+def _vram_by_gpu(host: HostConfig, name: str, places: list[Placement]) -> dict[int, float]:
+    used: dict[int, float] = {}
+    for p in places:
+        for i in p.gpu_indices:
+            used[i] = used.get(i, 0.0) + p.vram_gb
+    return used
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def check_rules(cfg: StackConfig) -> tuple[list[Problem], list[str]]:
+    problems: list[Problem] = []
+    warnings: list[str] = []
+    problems += _platform(cfg)
+    problems += _references(cfg)
+    if problems:
+        # The remaining rules assume references resolve; report what is broken first.
+        return problems, warnings
+    problems += _networks(cfg)
+    problems += _ports(cfg)
+    problems += _budgets(cfg)
+    p, w = _gpus(cfg)
+    problems += p
+    warnings += w
+    problems += _stores(cfg)
+    return problems, warnings
+
+
+def _platform(cfg: StackConfig) -> list[Problem]:
+    out = []
+    if cfg.platform == "docker" and not cfg.hosts:
+        out.append(Problem(path="hosts", message="the docker platform needs at least one host"))
+    for name, host in cfg.hosts.items():
+        if host.kind == "ssh" and host.ssh and host.ssh.identity_file is None:
+            out.append(Problem(path=f"hosts.{name}.ssh.identityFile",
+                               message="is required for an ssh host (the private key both providers use)"))
+    return out
+
+
+def _need_host(cfg: StackConfig, path: str, host: str) -> list[Problem]:
+    if host not in cfg.hosts:
+        return [Problem(path=path, message=f"host {host!r} is not defined; defined hosts: "
+                                           f"{', '.join(sorted(cfg.hosts)) or 'none'}")]
+    return []
+
+
+def _need_network(cfg: StackConfig, path: str, host: str, network: str) -> list[Problem]:
+    if host in cfg.hosts and network not in cfg.hosts[host].networks:
+        have = ", ".join(sorted(cfg.hosts[host].networks)) or "none"
+        return [Problem(path=path, message=f"network {network!r} is not defined on host {host!r} "
+                                           f"(hosts.{host}.networks has: {have})")]
+    return []
+
+
+def _references(cfg: StackConfig) -> list[Problem]:
+    out: list[Problem] = []
+    for name, node in cfg.inference.items():
+        out += _need_host(cfg, f"inference.{name}.host", node.host)
+        out += _need_network(cfg, f"inference.{name}.network", node.host, node.network)
+        if node.model_store is not None and node.model_store not in cfg.model_stores:
+            out.append(Problem(path=f"inference.{name}.modelStore",
+                               message=f"model store {node.model_store!r} is not defined; defined: "
+                                       f"{', '.join(sorted(cfg.model_stores)) or 'none'}"))
+    for name, store in cfg.model_stores.items():
+        out += _need_host(cfg, f"modelStores.{name}.host", store.host)
+        for i, c in enumerate(store.clients):
+            out += _need_host(cfg, f"modelStores.{name}.clients[{i}]", c)
+    for key, section in (("dataServices", cfg.data_services), ("octollm", cfg.octollm),
+                         ("monitoring", cfg.monitoring)):
+        if section is not None:
+            out += _need_host(cfg, f"{key}.host", section.host)
+            out += _need_network(cfg, f"{key}.network", section.host, section.network)
+    if cfg.octollm:
+        if cfg.octollm.llm_endpoint not in cfg.inference:
+            out.append(Problem(path="octollm.llmEndpoint",
+                               message=f"{cfg.octollm.llm_endpoint!r} is not an inference node; defined: "
+                                       f"{', '.join(sorted(cfg.inference)) or 'none'}"))
+        if cfg.data_services is None or not all(
+                (cfg.data_services.postgres, cfg.data_services.redis, cfg.data_services.qdrant)):
+            out.append(Problem(path="octollm", message="OctoLLM needs dataServices with postgres, redis and qdrant"))
+        elif cfg.data_services.host != cfg.octollm.host or cfg.data_services.network != cfg.octollm.network:
+            out.append(Problem(path="octollm.network", message=(
+                "the arms reach PostgreSQL, Redis and Qdrant by container name, so octollm must share "
+                f"host and network with dataServices ({cfg.data_services.host}/{cfg.data_services.network})")))
+    if cfg.monitoring and cfg.monitoring.scrape_hosts:
+        for i, h in enumerate(cfg.monitoring.scrape_hosts):
+            out += _need_host(cfg, f"monitoring.scrapeHosts[{i}]", h)
+    return out
+
+
+def _networks(cfg: StackConfig) -> list[Problem]:
+    out: list[Problem] = []
+    for hname, host in sorted(cfg.hosts.items()):
+        nets = {n: ipaddress.IPv4Network(c.subnet) for n, c in host.networks.items()}
+        for n, c in sorted(host.networks.items()):
+            gw = ipaddress.IPv4Address(c.gateway)
+            if gw not in nets[n] or gw in (nets[n].network_address, nets[n].broadcast_address):
+                out.append(Problem(path=f"hosts.{hname}.networks.{n}.gateway",
+                                   message=f"{c.gateway} is not a usable address of subnet {c.subnet}"))
+        names = sorted(nets)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                if nets[a].overlaps(nets[b]):
+                    out.append(Problem(path=f"hosts.{hname}.networks.{b}.subnet",
+                                       message=f"{nets[b]} overlaps network {a} ({nets[a]}) on the same host"))
+    taken: dict[tuple[str, str, str], str] = {}
+    for p in inventory(cfg):
+        if p.ipv4_address is None or p.network is None:
+            continue
+        net_cfg = cfg.hosts[p.host].networks[p.network]
+        subnet = ipaddress.IPv4Network(net_cfg.subnet)
+        try:
+            ip = ipaddress.IPv4Address(p.ipv4_address)
+        except ValueError:
+            out.append(Problem(path=f"{p.path}.ipv4Address", message=f"{p.ipv4_address!r} is not an IPv4 address"))
+            continue
+        if ip not in subnet or ip in (subnet.network_address, subnet.broadcast_address):
+            out.append(Problem(path=f"{p.path}.ipv4Address",
+                               message=f"{ip} is outside network {p.network} ({subnet}); pick a host address in it"))
+        elif str(ip) == net_cfg.gateway:
+            out.append(Problem(path=f"{p.path}.ipv4Address", message=f"{ip} is the gateway of {p.network}"))
+        key = (p.host, p.network, str(ip))
+        if key in taken:
+            out.append(Problem(path=f"{p.path}.ipv4Address",
+                               message=f"{ip} on {p.host}/{p.network} is already given to {taken[key]}"))
+        taken.setdefault(key, p.path)
+    return out
+
+
+def _ports(cfg: StackConfig) -> list[Problem]:
+    out: list[Problem] = []
+    seen: dict[tuple[str, int, str], str] = {}
+    for p in inventory(cfg):
+        for port in p.ports:
+            key = (p.host, port.port, port.protocol)
+            if key in seen and seen[key] != p.path:
+                out.append(Problem(path=p.path, message=(
+                    f"host port {port.port} on {p.host} is already used by {seen[key]}; each published "
+                    "port must be unique per host")))
+            elif key in seen:
+                out.append(Problem(path=p.path, message=f"host port {port.port} on {p.host} is used twice"))
+            seen.setdefault(key, p.path)
+    return out
+
+
+def _budgets(cfg: StackConfig) -> list[Problem]:
+    out: list[Problem] = []
+    for hname, cap in capacity(cfg).items():
+        for key, unit in (("cpus", "cores"), ("memoryGb", "GB")):
+            a, d = cap[key]["allocated"], cap[key]["declared"]
+            if a > d:
+                declared_key = "cpuThreads" if key == "cpus" else "memoryGb"
+                out.append(Problem(path=f"hosts.{hname}.{declared_key}", message=(
+                    f"the services placed on {hname} are limited to {a:g} {unit} in total, more than the "
+                    f"{d:g} {unit} the host declares; lower some limits or move services to another host")))
+    return out
+
+
+def _gpus(cfg: StackConfig) -> tuple[list[Problem], list[str]]:
+    out: list[Problem] = []
+    warn: list[str] = []
+    for name, node in sorted(cfg.inference.items()):
+        host = cfg.hosts[node.host]
+        path = f"inference.{name}"
+        if node.gpu is not None and not host.gpus:
+            if node.engine == "vllm":
+                out.append(Problem(path=f"{path}.gpu", message=f"vLLM needs a GPU but host {node.host} declares none"))
+            elif host.allow_cpu_fallback:
+                warn.append(f"{path}: host {node.host} declares no GPU; {node.engine} will run on the CPU")
+            else:
+                out.append(Problem(path=f"{path}.gpu", message=(
+                    f"asks for a GPU but host {node.host} declares none; add the GPU under hosts.{node.host}.gpus, "
+                    f"remove {path}.gpu to run on the CPU, or set hosts.{node.host}.allowCpuFallback: true")))
+            continue
+        if node.gpu is not None:
+            if node.gpu.device_ids is not None:
+                for i, d in enumerate(node.gpu.device_ids):
+                    if not d.isdigit() or int(d) >= len(host.gpus):
+                        out.append(Problem(path=f"{path}.gpu.deviceIds[{i}]", message=(
+                            f"{d!r} is not a GPU index of {node.host}, which has GPUs 0..{len(host.gpus) - 1}")))
+            elif node.gpu.count != "all" and node.gpu.count > len(host.gpus):
+                out.append(Problem(path=f"{path}.gpu.count", message=(
+                    f"asks for {node.gpu.count} GPUs but {node.host} declares {len(host.gpus)}")))
+        idx = _gpu_indices(host, node) if node.gpu is not None else ()
+        for i in idx:
+            gpu = host.gpus[i]
+            gpath = f"hosts.{node.host}.gpus[{i}]"
+            info = catalog.GPUS.get(gpu.model)
+            if node.engine == "vllm" and gpu.capability < catalog.VLLM_MIN_COMPUTE_CAPABILITY:
+                out.append(Problem(path=f"{path}.engine", message=(
+                    f"vLLM needs compute capability 7.0 or newer; the {gpu.model} on {node.host} is "
+                    f"{gpu.capability[0]}.{gpu.capability[1]}. Use engine ollama or llamacpp on this GPU")))
+            if gpu.driver_version is None:
+                if node.engine == "vllm":
+                    out.append(Problem(path=f"{gpath}.driverVersion", message=(
+                        "is required for GPU engines so the image's CUDA version can be checked against it")))
+                continue
+            if info and catalog.driver_tuple(gpu.driver_version)[0] < info.min_driver:
+                out.append(Problem(path=f"{gpath}.driverVersion", message=(
+                    f"{gpu.model} ({info.architecture}) needs driver {info.min_driver} or newer; "
+                    f"{gpu.driver_version} cannot initialise it (RmInitAdapter failed)")))
+            cuda = image_cuda(cfg, node)
+            if cuda and not catalog.driver_supports_cuda(gpu.driver_version, cuda):
+                most = catalog.max_cuda_for_driver(gpu.driver_version) or "none in the table"
+                out.append(Problem(path=f"{path}.image", message=(
+                    f"the image is built on CUDA {cuda} but driver {gpu.driver_version} on {node.host} supports "
+                    f"CUDA up to {most}; the container would fail with 'Error 804: forward compatibility was "
+                    "attempted on non supported HW'. Upgrade the driver or pin an image built on an older CUDA")))
+        if node.engine == "ollama" and idx:
+            vram = min(host.gpus[i].vram_gb for i in idx) * (len(idx) if node.gpu and node.gpu.count != 1 else 1)
+            gpu_name = host.gpus[idx[0]].model
+            for m in node.models:
+                info = catalog.MODELS[m]
+                if info.vram_gb > vram:
+                    on_gpu = max(0, min(100, int(100 * vram / info.vram_gb)))
+                    warn.append(
+                        f"{path}.models: {m} needs about {info.vram_gb:g} GB of VRAM but the {gpu_name} on "
+                        f"{node.host} has {vram:g} GB; Ollama will keep about {on_gpu}% of its layers on the GPU "
+                        "and run the rest on the CPU, several times slower")
+    # VRAM budget per GPU across every engine placed on it
+    for hname, host in sorted(cfg.hosts.items()):
+        mine = [p for p in inventory(cfg) if p.host == hname]
+        for i, used in sorted(_vram_by_gpu(host, hname, mine).items()):
+            if i < len(host.gpus) and used > host.gpus[i].vram_gb + 1e-9:
+                users = ", ".join(p.path for p in mine if i in p.gpu_indices)
+                out.append(Problem(path=f"hosts.{hname}.gpus[{i}].vramGb", message=(
+                    f"engines placed on this {host.gpus[i].model} ({users}) need {used:g} GB of VRAM but it has "
+                    f"{host.gpus[i].vram_gb:g} GB; lower their vramGb/gpuMemoryUtilization or move one")))
+    return out, warn
+
+
+def image_cuda(cfg: StackConfig, node: InferenceConfig) -> str | None:
+    if node.cuda_version:
+        return node.cuda_version
+    ref = node.image or cfg.image(engine_image_key(node, gpu=node.gpu is not None))
+    for info in catalog.IMAGES.values():
+        if info.ref == ref:
+            return info.cuda
+    return None
+
+
+def engine_image_key(node: InferenceConfig, gpu: bool) -> str:
+    if node.engine == "llamacpp":
+        return "llamacpp-cuda" if gpu else "llamacpp"
+    return node.engine
+
+
+def _stores(cfg: StackConfig) -> list[Problem]:
+    out: list[Problem] = []
+    for name, node in sorted(cfg.inference.items()):
+        if node.model_store is None:
+            continue
+        store = cfg.model_stores[node.model_store]
+        if store.kind != "nfs" and node.host != store.host:
+            out.append(Problem(path=f"inference.{name}.modelStore", message=(
+                f"store {node.model_store!r} is a {store.kind} store on {store.host}; {name} runs on {node.host}. "
+                "Use an nfs store to share models across hosts")))
+        if store.kind == "nfs" and node.host not in [store.host, *store.clients]:
+            out.append(Problem(path=f"inference.{name}.modelStore", message=(
+                f"host {node.host} is neither the NFS server ({store.host}) nor a client of store {node.model_store!r}")))
+    for sname, store in sorted(cfg.model_stores.items()):
+        writers = [n for n, node in sorted(cfg.inference.items())
+                   if node.model_store == sname and not node.read_only]
+        if store.kind == "nfs" and len(writers) > 1:
+            out.append(Problem(path=f"modelStores.{sname}", message=(
+                f"{len(writers)} inference nodes mount it read-write ({', '.join(writers)}); exactly one may "
+                "write (pull models), set readOnly: true on the others")))
+        if store.kind == "nfs":
+            for n in writers:
+                if cfg.inference[n].host != store.host:
+                    out.append(Problem(path=f"inference.{n}.readOnly", message=(
+                        f"only the NFS server host {store.host} may mount {sname} read-write; set readOnly: true")))
+    return out

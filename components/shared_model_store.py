@@ -1,0 +1,59 @@
+"""SharedModelStore: where model weights live, outside every container's lifecycle."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+
+from . import scripts
+from .config import ModelStoreConfig
+from .docker_host import DockerHost
+from .workload import MountSpec, NfsSource
+
+
+@dataclass
+class SharedModelStoreArgs:
+    config: ModelStoreConfig
+    server: DockerHost  # the host that holds the data
+    clients: dict[str, DockerHost] | None = None  # NFS clients by host name
+    server_address: str | None = None
+
+
+class SharedModelStore(pulumi.ComponentResource):
+    """host path | ZFS dataset | NFS export. Creation is idempotent; deletion never removes data."""
+
+    path: str
+    kind: str
+
+    def __init__(self, name: str, args: SharedModelStoreArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("octollm:index:SharedModelStore", name, None, opts)
+        cfg = args.config
+        self.name = name
+        self.cfg = cfg
+        self.kind = cfg.kind
+        self.path = cfg.path
+        self.server_host = args.server.name
+        self.server_address = args.server_address or args.server.cfg.address
+        owner = cfg.owner or args.server.cfg.data_owner
+        if cfg.kind == "hostPath":
+            self.ready = args.server.ensure_dirs(f"{name}-dir", self, [cfg.path], owner=owner)
+        elif cfg.kind == "zfs":
+            self.ready = args.server.command(
+                f"{name}-dataset", self,
+                scripts.zfs_dataset(cfg.dataset, cfg.path, cfg.recordsize, cfg.compression, owner),
+                keep=True)
+        else:
+            self.ready = args.server.command(
+                f"{name}-export", self,
+                scripts.nfs_export(cfg.path, cfg.client_cidr, cfg.export_options, owner),
+                keep=True)
+        self.register_outputs({"path": self.path, "kind": self.kind, "host": self.server_host})
+
+    def mount(self, host_name: str, target: str, read_only: bool) -> MountSpec:
+        """How a container on `host_name` sees the store: a bind mount on the server, NFS elsewhere."""
+        if self.kind != "nfs" or host_name == self.server_host:
+            return MountSpec(target, self.path, "bind", read_only)
+        opts = f"addr={self.server_address},{'ro' if read_only else 'rw'},{self.cfg.mount_options}"
+        return MountSpec(target, f"{self.name}-nfs", "nfs", read_only,
+                         NfsSource(self.server_address, self.path, opts))

@@ -1,0 +1,249 @@
+"""The stack layer: read config once, build providers, compose components, export outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pulumi
+import pulumi_command as command
+import pulumi_docker as docker
+from pulumi.runtime import config as runtime_config
+
+from . import rules
+from .config import ConfigError, Problem, StackConfig, load_stack_config
+from .data_services import DataServices, DataServicesArgs
+from .docker_host import DockerHost, DockerHostArgs, docker_host_url, docker_ssh_opts
+from .gpu_inference_node import GpuInferenceNode, GpuInferenceNodeArgs
+from .monitoring_stack import MonitoringStack, MonitoringStackArgs, ScrapeJob
+from .octo_arm_service import OctoArmService, OctoArmServiceArgs
+from .shared_model_store import SharedModelStore, SharedModelStoreArgs
+
+PROJECT = "octollm-infra"
+
+UNRAID_ICONS = {
+    "grafana": "https://raw.githubusercontent.com/grafana/grafana/main/public/img/grafana_icon.svg",
+    "prometheus": "https://raw.githubusercontent.com/prometheus/docs/main/static/prometheus_logo.png",
+    "qdrant": "https://raw.githubusercontent.com/qdrant/qdrant/master/docs/logo.svg",
+    "ollama": "https://raw.githubusercontent.com/ollama/ollama/main/app/assets/app.png",
+    "orchestrator": "https://raw.githubusercontent.com/doublegate/OctoLLM/main/docs/assets/octollm.png",
+}
+UNRAID_WEBUI = {"grafana": "/", "prometheus": "/graph", "qdrant": "/dashboard", "orchestrator": "/docs"}
+
+
+def read_raw_config(project: str = PROJECT) -> tuple[dict, set[str]]:
+    """Every `<project>:<key>` config value, objects decoded from JSON, and which keys are secret."""
+    merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    secret = set(runtime_config.get_config_secret_keys_env()) | set(runtime_config._SECRET_KEYS.get())
+    raw, secret_keys = {}, set()
+    for full, value in merged.items():
+        ns, _, key = full.partition(":")
+        if ns != project or not key:
+            continue
+        if isinstance(value, str) and value[:1] in "{[":
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass
+        raw[key] = value
+        if full in secret:
+            secret_keys.add(key)
+    return raw, secret_keys
+
+
+def load() -> tuple[StackConfig, dict[str, str]]:
+    """Validate the stack's config and read the SSH keys it names, or stop with every problem listed."""
+    raw, secret_keys = read_raw_config()
+    try:
+        cfg, warnings = load_stack_config(raw, secret_keys)
+        keys = read_private_keys(cfg)
+    except ConfigError as exc:
+        raise pulumi.RunError(exc.render()) from None
+    for w in warnings:
+        pulumi.log.warn(w)
+    for name, host in sorted(cfg.hosts.items()):
+        if host.ssh and host.ssh.insecure_skip_host_key_check:
+            pulumi.log.warn(f"hosts.{name}.ssh.insecureSkipHostKeyCheck is true: the identity of {host.address} "
+                            "is not verified, so a machine that answers in its place gets the deployment")
+    return cfg, keys
+
+
+def read_private_keys(cfg: StackConfig) -> dict[str, str]:
+    keys, problems = {}, []
+    for name, host in sorted(cfg.hosts.items()):
+        if host.kind != "ssh" or host.ssh is None or host.ssh.identity_file is None:
+            continue
+        path = Path(os.path.expanduser(host.ssh.identity_file))
+        try:
+            keys[name] = path.read_text()
+        except OSError as exc:
+            problems.append(Problem(path=f"hosts.{name}.ssh.identityFile",
+                                    message=f"cannot read {path}: {exc.strerror or exc}"))
+    if problems:
+        raise ConfigError(problems)
+    return keys
+
+
+def unraid_labels(cfg: StackConfig, host: str, service: str, port: int | None) -> dict[str, str]:
+    if not cfg.hosts[host].unraid:
+        return {}
+    out = {}
+    if service in UNRAID_ICONS:
+        out["net.unraid.docker.icon"] = UNRAID_ICONS[service]
+    if service in UNRAID_WEBUI and port:
+        out["net.unraid.docker.webui"] = f"http://[IP]:[PORT:{port}]{UNRAID_WEBUI[service]}"
+    return out
+
+
+def build_hosts(cfg: StackConfig, stack: str, keys: dict[str, str]) -> dict[str, DockerHost]:
+    hosts = {}
+    for name, hc in sorted(cfg.hosts.items()):
+        dprov = docker.Provider(
+            f"{name}-docker", host=docker_host_url(hc),
+            ssh_opts=docker_ssh_opts(name, hc) if hc.kind == "ssh" else None)
+        cprov = command.Provider(f"{name}-command")
+        key = pulumi.Output.secret(keys[name]) if name in keys else None
+        hosts[name] = DockerHost(name, DockerHostArgs(
+            host_name=name, config=hc, stack=stack, docker_provider=dprov, command_provider=cprov,
+            private_key=key, images=dict(cfg.images)))
+    return hosts
+
+
+def deploy(cfg: StackConfig, private_keys: dict[str, str]) -> None:
+    stack = pulumi.get_stack()
+    if cfg.platform == "kubernetes":
+        raise pulumi.RunError(
+            f"stack {stack!r}: the kubernetes platform is not supported yet; this version deploys to Docker "
+            "hosts (platform: docker) only")
+    hosts = build_hosts(cfg, stack, private_keys)
+    secret = {k: (pulumi.Output.secret(v.get_secret_value()) if v is not None else None)
+              for k, v in (("postgres", cfg.postgres_password), ("redis", cfg.redis_password),
+                           ("qdrant", cfg.qdrant_api_key), ("grafana", cfg.grafana_admin_password),
+                           ("openai", cfg.openai_api_key), ("anthropic", cfg.anthropic_api_key))}
+
+    stores = {}
+    for name, sc in sorted(cfg.model_stores.items()):
+        stores[name] = SharedModelStore(name, SharedModelStoreArgs(
+            config=sc, server=hosts[sc.host], clients={c: hosts[c] for c in sc.clients}))
+
+    nodes: dict[str, GpuInferenceNode] = {}
+    # Writers first: read-only nodes on a shared store wait for the writer's model pull.
+    for name, nc in sorted(cfg.inference.items(), key=lambda kv: (kv[1].read_only, kv[0])):
+        store = stores.get(nc.model_store) if nc.model_store else None
+        wait = []
+        if nc.read_only and store is not None:
+            wait = [n.pull for n in nodes.values() if n.cfg.model_store == nc.model_store and n.pull]
+        key = rules.engine_image_key(nc, gpu=nc.gpu is not None and cfg.hosts[nc.host].has_gpu)
+        nodes[name] = GpuInferenceNode(name, GpuInferenceNodeArgs(
+            config=nc, platform=hosts[nc.host], image=nc.image or cfg.image(key), store=store,
+            labels=unraid_labels(cfg, nc.host, "ollama", None) if nc.engine == "ollama" else {},
+            wait_for=wait))
+
+    data = None
+    if cfg.data_services:
+        ds = cfg.data_services
+        data = DataServices("data", DataServicesArgs(
+            config=ds, platform=hosts[ds.host], postgres_password=secret["postgres"],
+            redis_password=secret["redis"], qdrant_api_key=secret["qdrant"],
+            labels={"qdrant": unraid_labels(cfg, ds.host, "qdrant", ds.qdrant.http_port if ds.qdrant else None)}))
+
+    octo = None
+    if cfg.octollm:
+        oc = cfg.octollm
+        octo = OctoArmService("octollm", OctoArmServiceArgs(
+            config=oc, platform=hosts[oc.host], llm_url=nodes[oc.llm_endpoint].internal_url,
+            postgres_password=data.postgres_password, redis_password=data.redis_password,
+            qdrant_api_key=data.qdrant_api_key, postgres_user=cfg.data_services.postgres.user,
+            postgres_db=cfg.data_services.postgres.database,
+            openai_api_key=secret["openai"], anthropic_api_key=secret["anthropic"],
+            labels={"orchestrator": unraid_labels(cfg, oc.host, "orchestrator", oc.orchestrator.port)}))
+
+    monitoring = None
+    if cfg.monitoring:
+        mc = cfg.monitoring
+        central = hosts[mc.host]
+        probe_model = mc.probe_model or _default_probe_model(cfg)
+        dsn = None
+        if data is not None and data.postgres_password is not None:
+            pg = cfg.data_services.postgres
+            dsn = pulumi.Output.concat("postgresql://", pg.user, ":", data.postgres_password,
+                                       f"@postgres:5432/{pg.database}?sslmode=disable")
+        monitoring = MonitoringStack("monitoring", MonitoringStackArgs(
+            config=mc, central=central, hosts={h: hosts[h] for h in rules.monitored_hosts(cfg)},
+            jobs=scrape_jobs(cfg, nodes, octo, probe_model), grafana_admin_password=secret["grafana"],
+            probe_model=probe_model,
+            redis_password=data.redis_password if data else None, postgres_dsn=dsn,
+            data_host=hosts[cfg.data_services.host] if data else None,
+            data_network=cfg.data_services.network if data else None,
+            labels={s: unraid_labels(cfg, mc.host, s, p) for s, p in
+                    (("grafana", mc.grafana_port), ("prometheus", mc.prometheus_port))}))
+        pulumi.export("grafanaUrl", monitoring.grafana_url)
+        pulumi.export("grafanaAdminPassword", monitoring.grafana_admin_password)
+
+    urls = {}
+    for n in nodes.values():
+        urls.update(n.endpoints)
+    if data:
+        urls.update(data.urls)
+        pulumi.export("postgresPassword", data.postgres_password)
+        pulumi.export("redisPassword", data.redis_password)
+        pulumi.export("qdrantApiKey", data.qdrant_api_key)
+    if octo:
+        urls.update(octo.urls)
+    if monitoring:
+        urls.update({"grafana": monitoring.grafana_url, "prometheus": monitoring.prometheus_url})
+    pulumi.export("urls", dict(sorted(urls.items())))
+    pulumi.export("models", {name: n.models for name, n in sorted(nodes.items())})
+    pulumi.export("capacity", rules.capacity(cfg))
+
+
+def _default_probe_model(cfg: StackConfig) -> str | None:
+    """The smallest chat model on the OctoLLM endpoint (or any Ollama node): cheap to probe."""
+    candidates = []
+    for name, n in sorted(cfg.inference.items()):
+        if n.engine == "ollama" and not n.read_only:
+            candidates += [m for m in n.models if "embed" not in m]
+    if not candidates:
+        return None
+    from .catalog import MODELS
+    return min(candidates, key=lambda m: (MODELS[m].vram_gb, m))
+
+
+def scrape_jobs(cfg: StackConfig, nodes: dict[str, GpuInferenceNode], octo: OctoArmService | None,
+                probe_model: str | None) -> list[ScrapeJob]:
+    """What Prometheus scrapes, derived from what this program deploys."""
+    mc = cfg.monitoring
+    jobs: list[ScrapeJob] = []
+
+    def reach(host: str, network: str | None, service: str, internal: int, published: int | None) -> str:
+        if host == mc.host and network == mc.network:
+            return f"{service}:{internal}"
+        return f"{cfg.hosts[host].address}:{published}"
+
+    version, metrics, latency = [], {}, []
+    for name, node in sorted(nodes.items()):
+        nc = node.cfg
+        for svc, port, _ in rules.inference_instances(name, nc):
+            addr = reach(nc.host, nc.network, svc, nc.internal_port, port)
+            if nc.engine == "ollama":
+                version.append(f"http://{addr}/api/version")
+                if probe_model and (probe_model in nc.models or nc.read_only):
+                    latency.append(f"http://{addr}/api/generate")
+            else:
+                metrics.setdefault(nc.engine, []).append(addr)
+    if version:
+        jobs.append(ScrapeJob("ollama", tuple(version), probe_module="http_2xx"))
+    if latency:
+        jobs.append(ScrapeJob("inference-latency", tuple(latency), probe_module="ollama_generate", interval_s=60))
+    for engine, targets in sorted(metrics.items()):
+        jobs.append(ScrapeJob(engine, tuple(targets)))
+    if cfg.data_services and cfg.data_services.qdrant:
+        ds = cfg.data_services
+        jobs.append(ScrapeJob("qdrant", (f"http://{reach(ds.host, ds.network, 'qdrant', 6333, ds.qdrant.http_port)}"
+                                         "/healthz",), probe_module="http_2xx"))
+    if octo is not None:
+        oc = cfg.octollm
+        jobs.append(ScrapeJob("octollm", tuple(
+            reach(oc.host, oc.network, s.name, s.ports[0].container, s.ports[0].host) for s in octo.specs)))
+    return jobs

@@ -1,0 +1,118 @@
+"""A platform-neutral description of one service.
+
+Components describe what they run as `ServiceSpec` values; a platform adapter (a Docker host
+over SSH, or a Kubernetes namespace) turns a spec into its own resources. Nothing here
+imports a provider.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Mapping
+
+import pulumi
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    container: int
+    host: int | None = None  # published port; None keeps it on the internal network only
+    bind: str = "0.0.0.0"
+    protocol: Literal["tcp", "udp"] = "tcp"
+    name: str = "http"
+    metrics_path: str | None = None  # set when Prometheus scrapes this port
+
+
+@dataclass(frozen=True)
+class NfsSource:
+    server: str
+    export: str
+    options: str
+
+
+@dataclass(frozen=True)
+class MountSpec:
+    target: str
+    source: str  # host path (bind), volume name (volume) or store name (store)
+    kind: Literal["bind", "volume", "nfs"] = "bind"
+    read_only: bool = False
+    nfs: NfsSource | None = None
+
+
+@dataclass(frozen=True)
+class HealthSpec:
+    """`test` is the Docker exec form; `http_path`/`port` let Kubernetes use an httpGet probe."""
+
+    test: tuple[str, ...]
+    http_path: str | None = None
+    port: int | None = None
+    interval_s: int = 30
+    timeout_s: int = 10
+    retries: int = 3
+    start_period_s: int = 30
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    count: int | None = None  # -1 means every GPU
+    device_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ConfigFileSpec:
+    """A file the service reads, delivered by the platform and mounted read-only at `target`."""
+
+    name: str  # path relative to the service's config directory, mounted at /etc/octollm
+    content: str
+    reload_signal: str | None = None  # sent after an update so the service rereads it
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    image: str
+    cpus: float
+    memory_gb: float
+    command: tuple[str, ...] = ()
+    entrypoint: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    secret_env: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    ports: tuple[PortSpec, ...] = ()
+    mounts: tuple[MountSpec, ...] = ()
+    files: tuple[ConfigFileSpec, ...] = ()
+    gpu: GpuSpec | None = None
+    health: HealthSpec | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    user: str | None = None
+    shm_size_gb: int | None = None
+    network: str | None = None
+    ipv4_address: str | None = None
+    stateful: bool = False
+    privileged: bool = False
+    read_only_rootfs: bool = False
+    pid_host: bool = False
+    devices: tuple[str, ...] = ()
+    docker_socket: bool = False  # mounts /var/run/docker.sock read-only
+    wait_healthy: bool = False  # block dependants until the health check passes
+    single_gpu: bool = False  # stop the old instance before starting the new one
+
+
+def http_health(port: int, path: str, tool: Literal["wget", "curl", "bash", "python"] = "wget",
+                **kw) -> HealthSpec:
+    """A health check that works with the tool the image actually ships."""
+    url = f"http://127.0.0.1:{port}{path}"
+    if tool == "wget":
+        test = ("CMD", "wget", "-q", "-O", "/dev/null", url)
+    elif tool == "curl":
+        test = ("CMD", "curl", "-fsS", "-o", "/dev/null", url)
+    elif tool == "python":
+        test = ("CMD", "python3", "-c", f"import urllib.request; urllib.request.urlopen('{url}', timeout=5)")
+    else:
+        # Images without curl or wget (ollama/ollama): bash's /dev/tcp speaks enough HTTP.
+        script = (
+            f"exec 3<>/dev/tcp/127.0.0.1/{port} && "
+            f"printf 'GET {path} HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && "
+            "head -n1 <&3 | grep -q ' 200 '"
+        )
+        test = ("CMD", "bash", "-c", script)
+    return HealthSpec(test=test, http_path=path, port=port, **kw)
