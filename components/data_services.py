@@ -18,7 +18,9 @@ def secret_or_generated(parent: pulumi.Resource, name: str, given: pulumi.Input[
     if given is not None:
         return pulumi.Output.secret(given)
     pw = random.RandomPassword(name, length=length, special=False, opts=pulumi.ResourceOptions(parent=parent))
-    return pw.result  # RandomPassword.result is a secret output
+    # The engine marks `result` secret through additional_secret_outputs; wrapping it here as well
+    # keeps it secret in every input it flows into, whatever engine runs the program.
+    return pulumi.Output.secret(pw.result)
 
 
 @dataclass

@@ -23,7 +23,8 @@ def ensure_dirs(paths: list[str], owner: str, mode: str = "0750") -> str:
         lines.append(f"mkdir -p -- {q(p)}")
         # chown only the directory itself: a recursive chown of a populated data dir is slow
         # and would fight the uid the service itself chose for its files.
-        lines.append(f"chown {q(owner)} -- {q(p)}")
+        # chown only when needed: a non-root operator can re-run this on directories it owns.
+        lines.append(f'[ "$(stat -c %u:%g -- {q(p)})" = {q(owner)} ] || chown {q(owner)} -- {q(p)}')
         lines.append(f"chmod {q(mode)} -- {q(p)}")
     lines.append(f"echo {q('ready: ' + ' '.join(paths))}")
     return "\n".join(lines) + "\n"
@@ -65,7 +66,8 @@ def ollama_pull(container: str, models: list[str], wait_seconds: int = 300) -> s
         "  fi",
         "  sleep 2",
         "done",
-        f"for model in {' '.join(q(m) for m in models)}; do",
+        f"models=({' '.join(q(m) for m in models)})",
+        'for model in "${models[@]}"; do',
         '  if docker exec "$container" ollama show "$model" >/dev/null 2>&1; then',
         '    echo "present: $model"',
         "  else",

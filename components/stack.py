@@ -199,15 +199,13 @@ def deploy(cfg: StackConfig, private_keys: dict[str, str]) -> None:
 
 
 def _default_probe_model(cfg: StackConfig) -> str | None:
-    """The smallest chat model on the OctoLLM endpoint (or any Ollama node): cheap to probe."""
-    candidates = []
+    """The first chat model listed on a writing Ollama node: adding models later does not move it."""
     for name, n in sorted(cfg.inference.items()):
         if n.engine == "ollama" and not n.read_only:
-            candidates += [m for m in n.models if "embed" not in m]
-    if not candidates:
-        return None
-    from .catalog import MODELS
-    return min(candidates, key=lambda m: (MODELS[m].vram_gb, m))
+            for m in n.models:
+                if "embed" not in m:
+                    return m
+    return None
 
 
 def scrape_jobs(cfg: StackConfig, nodes: dict[str, GpuInferenceNode], octo: OctoArmService | None,

@@ -80,10 +80,19 @@ class Result:
         return {r.inputs["name"]: r for r in self.of_type("docker:index/container:Container")}
 
     def fingerprint(self) -> str:
-        """Byte-exact serialisation of everything registered, in registration order."""
-        rows = [[r.type, r.name, r.parent, r.provider, r.protect, r.retain_on_delete,
-                 r.delete_before_replace, sorted(r.dependencies), r.raw] for r in self.registrations]
+        """Byte-exact serialisation of everything registered. Registration order is not an input
+        (the engine orders by dependencies), so rows are sorted by URN; list order inside inputs is kept."""
+        rows = sorted([r.urn, r.type, r.parent, r.provider, r.protect, r.retain_on_delete,
+                       r.delete_before_replace, sorted(r.dependencies), r.raw] for r in self.registrations)
         return json.dumps(rows, sort_keys=False)
+
+    def plain_strings(self) -> list[str]:
+        """Every string registered outside a secret wrapper (inputs of all resources, and outputs)."""
+        out: list[str] = []
+        for r in self.registrations:
+            _plain_strings(r.raw, out)
+        _plain_strings(self.raw_outputs, out)
+        return out
 
 
 class Mocks(pmocks.Mocks):
@@ -119,14 +128,36 @@ class RecordingMonitor(pmocks.MockMonitor):
                 provider=request.provider, protect=bool(request.protect),
                 retain_on_delete=bool(request.retainOnDelete),
                 delete_before_replace=bool(request.deleteBeforeReplace),
-                dependencies=list(request.dependencies), inputs=_plain(inputs), raw=raw,
+                dependencies=list(request.dependencies), inputs=unwrap(inputs), raw=raw,
                 ignore_changes=list(request.ignoreChanges)))
         return resp
 
     def RegisterResourceOutputs(self, request):
         if "pulumi:pulumi:Stack" in request.urn:
-            self.outputs = json_format.MessageToDict(request.outputs)
+            # set_mocks also finishes a placeholder root stack with no outputs; its RPC can land
+            # after the program's, so merge rather than overwrite.
+            self.outputs.update(json_format.MessageToDict(request.outputs))
         return super().RegisterResourceOutputs(request)
+
+
+def _plain_strings(v, out: list[str]) -> None:
+    if isinstance(v, dict):
+        if v.get(SECRET_SIG) == SECRET_VALUE:
+            return
+        for x in v.values():
+            _plain_strings(x, out)
+    elif isinstance(v, list):
+        for x in v:
+            _plain_strings(x, out)
+    elif isinstance(v, str):
+        # provider inputs travel JSON-encoded
+        if v[:1] in "[{":
+            try:
+                _plain_strings(json.loads(v), out)
+                return
+            except ValueError:
+                pass
+        out.append(v)
 
 
 def _plain(v):
