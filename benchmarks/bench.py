@@ -124,7 +124,7 @@ def measure(stack: str, repeat: int, config_file: str | None = None) -> dict:
 def child(args: list[str]) -> dict:
     out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
-        raise SystemExit(out.stderr[-2000:])
+        return {"stack": args[0], "skipped": (out.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -142,6 +142,8 @@ def main() -> None:
         return
     stacks = a.stacks if a.stacks is not None else available_stacks()
     rows = [child([s, str(a.repeat)]) for s in stacks]
+    skipped = [r for r in rows if "skipped" in r]
+    rows = [r for r in rows if "skipped" not in r]
     scale = []
     if a.scale:
         from synthetic import synthetic_homelab
@@ -158,6 +160,8 @@ def main() -> None:
     for r in rows:
         print(f"{r['stack']:<10}{r['resources']:>10}{r['time_s']:>9.3f}{r['floor_s']:>9.3f}{r['ratio']:>7.2f}"
               f"{r['peak_rss_mib']:>10.1f}{r['chain_length']:>7}")
+    for r in skipped:
+        print(f"{r['stack']:<10} skipped: {r['skipped']}")
     for r in rows:
         print(f"longest chain ({r['stack']}): {' -> '.join(r['chain'])}")
     if scale:
