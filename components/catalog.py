@@ -90,7 +90,7 @@ class ImageInfo:
 
 # Pinned defaults. A stack may override any of them under `images:`; nothing uses `latest`.
 IMAGES: dict[str, ImageInfo] = {
-    "ollama": ImageInfo("ollama/ollama:0.12.6", cuda="12.2"),
+    "ollama": ImageInfo("ollama/ollama:0.12.6", cuda="12.8"),
     "vllm": ImageInfo("vllm/vllm-openai:v0.6.3", cuda="12.4"),
     "llamacpp": ImageInfo("ghcr.io/ggml-org/llama.cpp:server-b4719"),
     "llamacpp-cuda": ImageInfo("ghcr.io/ggml-org/llama.cpp:server-cuda-b4719", cuda="12.4"),

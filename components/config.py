@@ -120,6 +120,8 @@ class NetworkConfig(Model):
     subnet: str
     gateway: str
     internal: bool = False
+    reserved: dict[Name, str] = Field(
+        default={}, description="addresses kept for clients outside this stack (Docker never hands them out)")
 
     @field_validator("subnet")
     @classmethod
@@ -276,6 +278,7 @@ class InferenceConfig(Model):
         default=None, description="VRAM this engine holds on its GPU; derived from the models when absent"
     )
     model_store: Name | None = None
+    temp_store: Name | None = Field(default=None, description="store mounted at /tmp (scratch space)")
     image: str | None = None
     cuda_version: str | None = Field(default=None, pattern=r"^\d+\.\d+$")
     replicas: int = Field(default=0, ge=0, le=16, description="read-only Ollama replicas on the same host")
@@ -325,7 +328,7 @@ class PostgresConfig(Model):
 
 
 class RedisConfig(Model):
-    port: Port = 3011
+    port: Port | None = 3011  # null: reachable only on its (internal) network
     limits: Limits = Limits(cpus=2, memory_gb=2)
 
 
@@ -402,6 +405,82 @@ class MonitoringConfig(Model):
     limits: MonitoringLimits = MonitoringLimits()
 
 
+class LoadBalancerConfig(Model):
+    """Traefik in front of every Ollama instance of the stack."""
+
+    host: Name
+    network: Name
+    port: Port = 80
+    dashboard_port: Port | None = None
+    metrics_port: Port = 8082
+    rule: str = "Host(`ollama.local`) || PathPrefix(`/api`)"
+    health_path: str = Field(default="/api/version", pattern=r"^/[^\s]*$")
+    health_interval_s: int = Field(default=10, ge=1)
+    health_timeout_s: int = Field(default=3, ge=1)
+    basic_auth: bool = Field(default=False, description="require the users in secret config loadBalancerUsers")
+    limits: Limits = Limits(cpus=1, memory_gb=0.5)
+
+
+class OpenWebUiConfig(Model):
+    host: Name
+    network: Name
+    ipv4_address: str | None = None
+    port: Port = 3080
+    data_path: str | None = Field(default=None, pattern=r"^/[^\s]*$")
+    limits: Limits = Limits(cpus=2, memory_gb=2)
+
+
+class PortainerConfig(Model):
+    host: Name
+    network: Name
+    port: Port = 9000
+    data_path: str | None = Field(default=None, pattern=r"^/[^\s]*$")
+    limits: Limits = Limits(cpus=1, memory_gb=0.5)
+
+
+class WorkerConfig(Model):
+    """Seed 002: Redis for the task queue and one LLM server, llama.cpp or vLLM, chosen by `backend`."""
+
+    host: Name
+    network: Name
+    redis: RedisConfig = RedisConfig(port=6379, limits=Limits(cpus=1, memory_gb=1))
+    redis_data_path: str | None = Field(default=None, pattern=r"^/[^\s]*$")
+    backend: Literal["llamacpp", "vllm"]
+    servers: dict[Literal["llamacpp", "vllm"], InferenceConfig]
+
+    @model_validator(mode="after")
+    def _backend_defined(self) -> "WorkerConfig":
+        if self.backend not in self.servers:
+            raise ValueError(f"backend {self.backend!r} has no entry under servers "
+                             f"(defined: {', '.join(sorted(self.servers)) or 'none'})")
+        for key, server in self.servers.items():
+            if server.engine != key:
+                raise ValueError(f"servers.{key} must use engine {key}, not {server.engine}")
+        return self
+
+
+class HomelabAiConfig(Model):
+    """Seed 004: llm-router, llm-manager and dashboard from a private registry."""
+
+    host: Name
+    network: Name
+    registry: str = Field(pattern=r"^[a-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)*$")
+    registry_username: str | None = None
+    image_tag: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+    router_port: Port = 8012
+    manager_port: Port = 8015
+    dashboard_port: Port = 8090
+    backend: Name = Field(description="inference node the router sends requests to")
+    limits: Limits = Limits(cpus=1, memory_gb=1)
+
+    @field_validator("image_tag")
+    @classmethod
+    def _not_latest(cls, v: str) -> str:
+        if v == "latest":
+            raise ValueError("'latest' is not a pinned tag; use the tag CI pushed, e.g. a date or commit")
+        return v
+
+
 class StackConfig(Model):
     """Everything under `octollm-infra:` in Pulumi.<stack>.yaml."""
 
@@ -412,6 +491,11 @@ class StackConfig(Model):
     data_services: DataServicesConfig | None = None
     octollm: OctoLlmConfig | None = None
     monitoring: MonitoringConfig | None = None
+    load_balancer: LoadBalancerConfig | None = None
+    open_webui: OpenWebUiConfig | None = None
+    portainer: PortainerConfig | None = None
+    workers: WorkerConfig | None = None
+    homelab_ai: HomelabAiConfig | None = None
     images: dict[str, str] = {}
     # secrets: must be set with `pulumi config set --secret`
     postgres_password: SecretStr | None = None
@@ -420,6 +504,11 @@ class StackConfig(Model):
     grafana_admin_password: SecretStr | None = None
     openai_api_key: SecretStr | None = None
     anthropic_api_key: SecretStr | None = None
+    worker_redis_password: SecretStr | None = None
+    registry_password: SecretStr | None = None
+    load_balancer_users: SecretStr | None = Field(
+        default=None, description="htpasswd lines (user:hash), one per line, for the load balancer's basic auth")
+    webui_secret_key: SecretStr | None = None
 
     @field_validator("images")
     @classmethod
@@ -436,10 +525,22 @@ class StackConfig(Model):
     def image(self, key: str) -> str:
         return self.images.get(key, catalog.IMAGES[key].ref)
 
+    @property
+    def all_inference(self) -> dict[str, InferenceConfig]:
+        """Inference nodes, including the worker's LLM server for the chosen backend."""
+        out = dict(self.inference)
+        if self.workers is not None:
+            out[WORKER_LLM_SERVER] = self.workers.servers[self.workers.backend]
+        return out
+
+
+WORKER_LLM_SERVER = "llm-server"
+
 
 SECRET_FIELDS = (
     "postgresPassword", "redisPassword", "qdrantApiKey", "grafanaAdminPassword",
-    "openaiApiKey", "anthropicApiKey",
+    "openaiApiKey", "anthropicApiKey", "workerRedisPassword", "registryPassword",
+    "loadBalancerUsers", "webuiSecretKey",
 )
 
 

@@ -72,6 +72,7 @@ class DockerHostArgs:
     command_provider: command.Provider
     private_key: pulumi.Input[str] | None = None
     images: dict[str, str] | None = None  # overrides of catalog.IMAGES from the stack config
+    preflight: scripts.PreflightSpec | None = None
 
 
 class DockerHost(pulumi.ComponentResource):
@@ -86,8 +87,13 @@ class DockerHost(pulumi.ComponentResource):
         self.cfg = args.config
         self._images: dict[str, docker.RemoteImage] = {}
         self._volumes: dict[str, docker.Volume] = {}
-        # Later steps (the preflight) add themselves here; every resource on the host waits for them.
+        # Every resource on the host waits for the preflight: nothing is touched on a host that
+        # is not ready, and the failure message says what is wrong there.
         self.gate: list[pulumi.Resource] = []
+        self.preflight = None
+        if args.preflight is not None:
+            self.preflight = self.command(f"{name}-preflight", self, scripts.preflight(args.preflight))
+            self.gate.append(self.preflight)
         self.networks = {}
         for net_name, net in sorted(self.cfg.networks.items()):
             self.networks[net_name] = docker.Network(
@@ -95,7 +101,10 @@ class DockerHost(pulumi.ComponentResource):
                 name=net_name,
                 driver="bridge",
                 internal=net.internal,
-                ipam_configs=[docker.NetworkIpamConfigArgs(subnet=net.subnet, gateway=net.gateway)],
+                ipam_configs=[docker.NetworkIpamConfigArgs(
+                    subnet=net.subnet, gateway=net.gateway,
+                    # Reserved addresses (clients outside this stack) are never handed out by Docker.
+                    aux_address=dict(sorted(net.reserved.items())) or None)],
                 labels=[docker.NetworkLabelArgs(label=MANAGED_LABEL, value=f"pulumi/{args.stack}")],
                 opts=self.child_opts(self),
             )

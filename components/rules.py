@@ -12,7 +12,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from . import catalog
-from .config import HostConfig, InferenceConfig, Problem, StackConfig
+from .config import WORKER_LLM_SERVER, HostConfig, InferenceConfig, Problem, StackConfig
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,13 @@ class Placement:
     ipv4_address: str | None = None
     vram_gb: float = 0.0
     gpu_indices: tuple[int, ...] = ()
+
+
+def node_path(cfg: StackConfig, name: str) -> str:
+    """Config key of an inference node (the worker's LLM server lives under workers.servers)."""
+    if name == WORKER_LLM_SERVER and cfg.workers is not None and name not in cfg.inference:
+        return f"workers.servers.{cfg.workers.backend}"
+    return f"inference.{name}"
 
 
 def _gpu_indices(host: HostConfig, node: InferenceConfig) -> tuple[int, ...]:
@@ -73,14 +80,14 @@ def inference_instances(name: str, node: InferenceConfig) -> list[tuple[str, int
 
 def inventory(cfg: StackConfig) -> list[Placement]:
     out: list[Placement] = []
-    for name, node in sorted(cfg.inference.items()):
+    for name, node in sorted(cfg.all_inference.items()):
         host = cfg.hosts.get(node.host)
         bind = host.llm_bind if host else "0.0.0.0"
         vram = node_vram_gb(host, node) if host else 0.0
         gpus = _gpu_indices(host, node) if host else ()
         for svc, port, primary in inference_instances(name, node):
             out.append(Placement(
-                node.host, svc, f"inference.{name}", node.limits.cpus, node.limits.memory_gb,
+                node.host, svc, node_path(cfg, name), node.limits.cpus, node.limits.memory_gb,
                 [PublishedPort(port, bind)], node.network,
                 node.ipv4_address if primary else None, vram, gpus,
             ))
@@ -106,6 +113,36 @@ def inventory(cfg: StackConfig) -> list[Placement]:
                 (f"arm-{a}", f"octollm.arms.{a}", p) for a, p in sorted(o.arms.items())]:
             out.append(Placement(o.host, svc, key, p.limits.cpus, p.limits.memory_gb,
                                  [PublishedPort(p.port, bind)], o.network))
+    def bind_of(host: str) -> str:
+        return cfg.hosts[host].publish_address if host in cfg.hosts else "0.0.0.0"
+
+    w = cfg.workers
+    if w:
+        ports = [PublishedPort(w.redis.port, bind_of(w.host))] if w.redis.port else []
+        out.append(Placement(w.host, "worker-redis", "workers.redis", w.redis.limits.cpus,
+                             w.redis.limits.memory_gb, ports, w.network))
+    lb = cfg.load_balancer
+    if lb:
+        llm = cfg.hosts[lb.host].llm_bind if lb.host in cfg.hosts else "0.0.0.0"
+        ports = [PublishedPort(lb.port, llm), PublishedPort(lb.metrics_port, bind_of(lb.host))]
+        if lb.dashboard_port:
+            ports.append(PublishedPort(lb.dashboard_port, bind_of(lb.host)))
+        out.append(Placement(lb.host, "traefik", "loadBalancer", lb.limits.cpus, lb.limits.memory_gb, ports,
+                             lb.network))
+    ow = cfg.open_webui
+    if ow:
+        out.append(Placement(ow.host, "open-webui", "openWebui", ow.limits.cpus, ow.limits.memory_gb,
+                             [PublishedPort(ow.port, bind_of(ow.host))], ow.network, ow.ipv4_address))
+    pt = cfg.portainer
+    if pt:
+        out.append(Placement(pt.host, "portainer", "portainer", pt.limits.cpus, pt.limits.memory_gb,
+                             [PublishedPort(pt.port, bind_of(pt.host))], pt.network))
+    ha = cfg.homelab_ai
+    if ha:
+        for svc, port in (("llm-router", ha.router_port), ("llm-manager", ha.manager_port),
+                          ("dashboard", ha.dashboard_port)):
+            out.append(Placement(ha.host, svc, f"homelabAi.{svc}", ha.limits.cpus, ha.limits.memory_gb,
+                                 [PublishedPort(port, bind_of(ha.host))], ha.network))
     m = cfg.monitoring
     if m:
         lim = m.limits
@@ -221,27 +258,34 @@ def _need_network(cfg: StackConfig, path: str, host: str, network: str) -> list[
 
 def _references(cfg: StackConfig) -> list[Problem]:
     out: list[Problem] = []
-    for name, node in cfg.inference.items():
-        out += _need_host(cfg, f"inference.{name}.host", node.host)
-        out += _need_network(cfg, f"inference.{name}.network", node.host, node.network)
-        if node.model_store is not None and node.model_store not in cfg.model_stores:
-            out.append(Problem(path=f"inference.{name}.modelStore",
-                               message=f"model store {node.model_store!r} is not defined; defined: "
-                                       f"{', '.join(sorted(cfg.model_stores)) or 'none'}"))
+    for name, node in cfg.all_inference.items():
+        path = node_path(cfg, name)
+        out += _need_host(cfg, f"{path}.host", node.host)
+        out += _need_network(cfg, f"{path}.network", node.host, node.network)
+        for key, store in (("modelStore", node.model_store), ("tempStore", node.temp_store)):
+            if store is not None and store not in cfg.model_stores:
+                out.append(Problem(path=f"{path}.{key}",
+                                   message=f"store {store!r} is not defined under modelStores; defined: "
+                                           f"{', '.join(sorted(cfg.model_stores)) or 'none'}"))
+    if cfg.workers is not None and WORKER_LLM_SERVER in cfg.inference:
+        out.append(Problem(path=f"inference.{WORKER_LLM_SERVER}",
+                           message="this name is taken by the worker's LLM server (workers.backend); rename the node"))
     for name, store in cfg.model_stores.items():
         out += _need_host(cfg, f"modelStores.{name}.host", store.host)
         for i, c in enumerate(store.clients):
             out += _need_host(cfg, f"modelStores.{name}.clients[{i}]", c)
     for key, section in (("dataServices", cfg.data_services), ("octollm", cfg.octollm),
-                         ("monitoring", cfg.monitoring)):
+                         ("monitoring", cfg.monitoring), ("loadBalancer", cfg.load_balancer),
+                         ("openWebui", cfg.open_webui), ("portainer", cfg.portainer),
+                         ("workers", cfg.workers), ("homelabAi", cfg.homelab_ai)):
         if section is not None:
             out += _need_host(cfg, f"{key}.host", section.host)
             out += _need_network(cfg, f"{key}.network", section.host, section.network)
     if cfg.octollm:
-        if cfg.octollm.llm_endpoint not in cfg.inference:
+        if cfg.octollm.llm_endpoint not in cfg.all_inference:
             out.append(Problem(path="octollm.llmEndpoint",
                                message=f"{cfg.octollm.llm_endpoint!r} is not an inference node; defined: "
-                                       f"{', '.join(sorted(cfg.inference)) or 'none'}"))
+                                       f"{', '.join(sorted(cfg.all_inference)) or 'none'}"))
         if cfg.data_services is None or not all(
                 (cfg.data_services.postgres, cfg.data_services.redis, cfg.data_services.qdrant)):
             out.append(Problem(path="octollm", message="OctoLLM needs dataServices with postgres, redis and qdrant"))
@@ -249,6 +293,14 @@ def _references(cfg: StackConfig) -> list[Problem]:
             out.append(Problem(path="octollm.network", message=(
                 "the arms reach PostgreSQL, Redis and Qdrant by container name, so octollm must share "
                 f"host and network with dataServices ({cfg.data_services.host}/{cfg.data_services.network})")))
+    if cfg.homelab_ai and cfg.homelab_ai.backend not in cfg.all_inference:
+        out.append(Problem(path="homelabAi.backend",
+                           message=f"{cfg.homelab_ai.backend!r} is not an inference node; defined: "
+                                   f"{', '.join(sorted(cfg.all_inference)) or 'none'}"))
+    if (cfg.load_balancer or cfg.open_webui) and not any(
+            n.engine == "ollama" for n in cfg.all_inference.values()):
+        out.append(Problem(path="loadBalancer" if cfg.load_balancer else "openWebui",
+                           message="needs at least one ollama inference node to send requests to"))
     if cfg.monitoring and cfg.monitoring.scrape_hosts:
         for i, h in enumerate(cfg.monitoring.scrape_hosts):
             out += _need_host(cfg, f"monitoring.scrapeHosts[{i}]", h)
@@ -271,6 +323,22 @@ def _networks(cfg: StackConfig) -> list[Problem]:
                     out.append(Problem(path=f"hosts.{hname}.networks.{b}.subnet",
                                        message=f"{nets[b]} overlaps network {a} ({nets[a]}) on the same host"))
     taken: dict[tuple[str, str, str], str] = {}
+    for hname, host in sorted(cfg.hosts.items()):
+        for n, c in sorted(host.networks.items()):
+            subnet = ipaddress.IPv4Network(c.subnet)
+            for who, addr in sorted(c.reserved.items()):
+                path = f"hosts.{hname}.networks.{n}.reserved.{who}"
+                try:
+                    ip = ipaddress.IPv4Address(addr)
+                except ValueError:
+                    out.append(Problem(path=path, message=f"{addr!r} is not an IPv4 address"))
+                    continue
+                if ip not in subnet or ip in (subnet.network_address, subnet.broadcast_address) \
+                        or str(ip) == c.gateway:
+                    out.append(Problem(path=path, message=f"{ip} is not a usable address of {n} ({subnet})"))
+                elif (hname, n, str(ip)) in taken:
+                    out.append(Problem(path=path, message=f"{ip} is reserved twice on {n}"))
+                taken[(hname, n, str(ip))] = path
     for p in inventory(cfg):
         if p.ipv4_address is None or p.network is None:
             continue
@@ -298,6 +366,10 @@ def _ports(cfg: StackConfig) -> list[Problem]:
     out: list[Problem] = []
     seen: dict[tuple[str, int, str], str] = {}
     for p in inventory(cfg):
+        if p.ports and p.network and cfg.hosts[p.host].networks[p.network].internal:
+            out.append(Problem(path=p.path, message=(
+                f"publishes port {p.ports[0].port} but network {p.network} is internal, and Docker does not "
+                "publish ports of containers on an internal network; set its port to null or use another network")))
         for port in p.ports:
             key = (p.host, port.port, port.protocol)
             if key in seen and seen[key] != p.path:
@@ -326,9 +398,9 @@ def _budgets(cfg: StackConfig) -> list[Problem]:
 def _gpus(cfg: StackConfig) -> tuple[list[Problem], list[str]]:
     out: list[Problem] = []
     warn: list[str] = []
-    for name, node in sorted(cfg.inference.items()):
+    for name, node in sorted(cfg.all_inference.items()):
         host = cfg.hosts[node.host]
-        path = f"inference.{name}"
+        path = node_path(cfg, name)
         if node.gpu is not None and not host.gpus:
             if node.engine == "vllm":
                 out.append(Problem(path=f"{path}.gpu", message=f"vLLM needs a GPU but host {node.host} declares none"))
@@ -414,19 +486,19 @@ def engine_image_key(node: InferenceConfig, gpu: bool) -> str:
 
 def _stores(cfg: StackConfig) -> list[Problem]:
     out: list[Problem] = []
-    for name, node in sorted(cfg.inference.items()):
+    for name, node in sorted(cfg.all_inference.items()):
         if node.model_store is None:
             continue
         store = cfg.model_stores[node.model_store]
         if store.kind != "nfs" and node.host != store.host:
-            out.append(Problem(path=f"inference.{name}.modelStore", message=(
+            out.append(Problem(path=f"{node_path(cfg, name)}.modelStore", message=(
                 f"store {node.model_store!r} is a {store.kind} store on {store.host}; {name} runs on {node.host}. "
                 "Use an nfs store to share models across hosts")))
         if store.kind == "nfs" and node.host not in [store.host, *store.clients]:
-            out.append(Problem(path=f"inference.{name}.modelStore", message=(
+            out.append(Problem(path=f"{node_path(cfg, name)}.modelStore", message=(
                 f"host {node.host} is neither the NFS server ({store.host}) nor a client of store {node.model_store!r}")))
     for sname, store in sorted(cfg.model_stores.items()):
-        writers = [n for n, node in sorted(cfg.inference.items())
+        writers = [n for n, node in sorted(cfg.all_inference.items())
                    if node.model_store == sname and not node.read_only]
         if store.kind == "nfs" and len(writers) > 1:
             out.append(Problem(path=f"modelStores.{sname}", message=(
@@ -434,7 +506,7 @@ def _stores(cfg: StackConfig) -> list[Problem]:
                 "write (pull models), set readOnly: true on the others")))
         if store.kind == "nfs":
             for n in writers:
-                if cfg.inference[n].host != store.host:
-                    out.append(Problem(path=f"inference.{n}.readOnly", message=(
+                if cfg.all_inference[n].host != store.host:
+                    out.append(Problem(path=f"{node_path(cfg, n)}.readOnly", message=(
                         f"only the NFS server host {store.host} may mount {sname} read-write; set readOnly: true")))
     return out

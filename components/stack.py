@@ -17,6 +17,7 @@ from .data_services import DataServices, DataServicesArgs
 from .docker_host import DockerHost, DockerHostArgs, docker_host_url, docker_ssh_opts
 from .gpu_inference_node import GpuInferenceNode, GpuInferenceNodeArgs
 from .monitoring_stack import MonitoringStack, MonitoringStackArgs, ScrapeJob
+from .preflight import preflight_spec
 from .octo_arm_service import OctoArmService, OctoArmServiceArgs
 from .shared_model_store import SharedModelStore, SharedModelStoreArgs
 
@@ -106,7 +107,7 @@ def build_hosts(cfg: StackConfig, stack: str, keys: dict[str, str]) -> dict[str,
         key = pulumi.Output.secret(keys[name]) if name in keys else None
         hosts[name] = DockerHost(name, DockerHostArgs(
             host_name=name, config=hc, stack=stack, docker_provider=dprov, command_provider=cprov,
-            private_key=key, images=dict(cfg.images)))
+            private_key=key, images=dict(cfg.images), preflight=preflight_spec(cfg, name, stack)))
     return hosts
 
 
@@ -129,7 +130,7 @@ def deploy(cfg: StackConfig, private_keys: dict[str, str]) -> None:
 
     nodes: dict[str, GpuInferenceNode] = {}
     # Writers first: read-only nodes on a shared store wait for the writer's model pull.
-    for name, nc in sorted(cfg.inference.items(), key=lambda kv: (kv[1].read_only, kv[0])):
+    for name, nc in sorted(cfg.all_inference.items(), key=lambda kv: (kv[1].read_only, kv[0])):
         store = stores.get(nc.model_store) if nc.model_store else None
         wait = []
         if nc.read_only and store is not None:
@@ -200,7 +201,7 @@ def deploy(cfg: StackConfig, private_keys: dict[str, str]) -> None:
 
 def _default_probe_model(cfg: StackConfig) -> str | None:
     """The first chat model listed on a writing Ollama node: adding models later does not move it."""
-    for name, n in sorted(cfg.inference.items()):
+    for name, n in sorted(cfg.all_inference.items()):
         if n.engine == "ollama" and not n.read_only:
             for m in n.models:
                 if "embed" not in m:

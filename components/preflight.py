@@ -1,0 +1,64 @@
+"""What each Docker host must offer, derived from the validated config (for preflight and doctor)."""
+
+from __future__ import annotations
+
+import posixpath
+
+from . import catalog
+from .config import StackConfig
+from .rules import engine_image_key, image_cuda, inventory
+
+MANAGED_BY = "pulumi/{stack}"
+
+
+def _gb_to_kib(gb: float) -> int:
+    return int(gb * 1024 * 1024)
+
+
+def preflight_spec(cfg: StackConfig, host_name: str, stack: str):
+    from .scripts import PreflightSpec
+
+    host = cfg.hosts[host_name]
+    places = [p for p in inventory(cfg) if p.host == host_name]
+    anchors = {posixpath.dirname(host.appdata_root.rstrip("/")) or "/"}
+    dirs = {(host.appdata_root, host.data_owner)}
+    disk: dict[str, float] = {}
+    for sname, store in sorted(cfg.model_stores.items()):
+        if store.host != host_name:
+            continue
+        if store.kind != "zfs":  # zfs create makes its own mountpoint
+            anchors.add(posixpath.dirname(store.path.rstrip("/")) or "/")
+            dirs.add((store.path, store.owner or host.data_owner))
+        for node in cfg.all_inference.values():
+            if node.model_store == sname and not node.read_only:
+                sizes = [catalog.MODELS[m].size_gb for m in node.models if m in catalog.MODELS]
+                if node.model_path and node.model_path.rsplit("/", 1)[-1] in catalog.MODELS:
+                    sizes.append(catalog.MODELS[node.model_path.rsplit("/", 1)[-1]].size_gb)
+                disk[store.path] = disk.get(store.path, 0.0) + sum(sizes)
+    min_driver, reason, gpu_image = None, "", None
+    for name, node in sorted(cfg.all_inference.items()):
+        if node.host != host_name or node.gpu is None or not host.gpus:
+            continue
+        image = node.image or cfg.image(engine_image_key(node, gpu=True))
+        gpu_image = gpu_image or image
+        cuda = image_cuda(cfg, node)
+        if cuda and cuda in catalog.CUDA_MIN_DRIVER:
+            need = catalog.CUDA_MIN_DRIVER[cuda]
+            if min_driver is None or need > catalog.driver_tuple(min_driver):
+                min_driver = f"{need[0]}.{need[1]:02d}"
+                reason = f"CUDA {cuda} needs (image {image} of {name})"
+    return PreflightSpec(
+        host=host_name,
+        stack_label=MANAGED_BY.format(stack=stack),
+        min_docker=host.min_docker_version,
+        networks=tuple(sorted((n, c.subnet) for n, c in host.networks.items())),
+        anchors=tuple(sorted(anchors)),
+        dirs=tuple(sorted(dirs)),
+        disk=tuple(sorted((p, _gb_to_kib(gb)) for p, gb in disk.items() if gb > 0)),
+        gpus=tuple((g.model, int(g.vram_gb * 1024)) for g in host.gpus),
+        min_driver=min_driver,
+        driver_reason=reason,
+        gpu_image=gpu_image,
+        gpu_fallback=host.allow_cpu_fallback,
+        ports=tuple(sorted({p.port for pl in places for p in pl.ports})),
+    )
