@@ -109,6 +109,7 @@ IMAGES: dict[str, ImageInfo] = {
     "nvidia-gpu-exporter": ImageInfo("utkuozdemir/nvidia_gpu_exporter:1.2.1"),
     "blackbox-exporter": ImageInfo("prom/blackbox-exporter:v0.25.0"),
     "traefik": ImageInfo("traefik:v3.2.1"),
+    "portainer": ImageInfo("portainer/portainer-ce:2.21.4"),
     "open-webui": ImageInfo("ghcr.io/open-webui/open-webui:v0.4.8"),
     "cuda-check": ImageInfo("nvidia/cuda:12.2.2-base-ubuntu22.04", cuda="12.2"),
 }

@@ -166,7 +166,7 @@ class HostConfig(Model):
     appdata_root: str = Field(default="/opt/octollm", pattern=r"^/[^\s]*$")
     data_owner: str = Field(default="99:100", pattern=r"^\d+:\d+$")
     unraid: bool = False
-    container_prefix: str = Field(default="octollm-", pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    container_prefix: str = Field(default="octollm-", pattern=r"^([a-z0-9][a-z0-9_.-]*)?$")
     networks: dict[Name, NetworkConfig] = {}
     exporters: ExporterPorts = ExporterPorts()
     allow_cpu_fallback: bool = Field(
@@ -426,7 +426,7 @@ class OpenWebUiConfig(Model):
     network: Name
     ipv4_address: str | None = None
     port: Port = 3080
-    data_path: str | None = Field(default=None, pattern=r"^/[^\s]*$")
+    data_store: Name | None = Field(default=None, description="store holding its data; appdata when absent")
     limits: Limits = Limits(cpus=2, memory_gb=2)
 
 
@@ -434,7 +434,7 @@ class PortainerConfig(Model):
     host: Name
     network: Name
     port: Port = 9000
-    data_path: str | None = Field(default=None, pattern=r"^/[^\s]*$")
+    data_store: Name | None = Field(default=None, description="store holding its data; appdata when absent")
     limits: Limits = Limits(cpus=1, memory_gb=0.5)
 
 

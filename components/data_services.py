@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_random as random
 
-from .config import DataServicesConfig
+from .config import DataServicesConfig, RedisConfig
 from .docker_host import DockerHost
 from .workload import HealthSpec, MountSpec, PortSpec, ServiceSpec, http_health
 
@@ -56,7 +56,7 @@ class DataServices(pulumi.ComponentResource):
             pg = cfg.postgres
             self.postgres_password = secret_or_generated(self, f"{name}-postgres-password", args.postgres_password)
             self.containers["postgres"] = host.run(ServiceSpec(
-                name="postgres", image=_image(args, "postgres"),
+                name="postgres", image=host.image_ref("postgres"),
                 cpus=pg.limits.cpus, memory_gb=pg.limits.memory_gb,
                 env={"POSTGRES_DB": pg.database, "POSTGRES_USER": pg.user,
                      "PGDATA": "/var/lib/postgresql/data/pgdata"},
@@ -71,26 +71,16 @@ class DataServices(pulumi.ComponentResource):
         if cfg.redis:
             r = cfg.redis
             self.redis_password = secret_or_generated(self, f"{name}-redis-password", args.redis_password)
-            self.containers["redis"] = host.run(ServiceSpec(
-                name="redis", image=_image(args, "redis"),
-                cpus=r.limits.cpus, memory_gb=r.limits.memory_gb,
-                # The password reaches redis-server through the environment, never the command line
-                # (which is a plain input in the state); redis-cli reads REDISCLI_AUTH itself.
-                command=("sh", "-c", 'exec redis-server --appendonly yes --appendfsync everysec '
-                                     '--requirepass "$REDISCLI_AUTH"'),
-                secret_env={"REDISCLI_AUTH": self.redis_password},
-                ports=(PortSpec(6379, r.port, bind, name="redis"),),
-                mounts=(MountSpec("/data", host.appdata("redis")),),
-                health=HealthSpec(("CMD-SHELL", "redis-cli ping | grep -q PONG"), port=6379),
-                user=owner, network=cfg.network, stateful=True, labels=labels.get("redis", {}),
-            ), self, depends_on=[data_dirs])
+            self.containers["redis"] = host.run(redis_spec(
+                "redis", host.image_ref("redis"), r, bind, host.appdata("redis"), owner, cfg.network,
+                self.redis_password, labels.get("redis", {})), self, depends_on=[data_dirs])
             self.urls["redis"] = f"redis://{host.cfg.address}:{r.port}"
 
         if cfg.qdrant:
             qd = cfg.qdrant
             self.qdrant_api_key = secret_or_generated(self, f"{name}-qdrant-api-key", args.qdrant_api_key)
             self.containers["qdrant"] = host.run(ServiceSpec(
-                name="qdrant", image=_image(args, "qdrant"),
+                name="qdrant", image=host.image_ref("qdrant"),
                 cpus=qd.limits.cpus, memory_gb=qd.limits.memory_gb,
                 secret_env={"QDRANT__SERVICE__API_KEY": self.qdrant_api_key},
                 ports=(PortSpec(6333, qd.http_port, bind, name="http"),
@@ -104,5 +94,18 @@ class DataServices(pulumi.ComponentResource):
         self.register_outputs({"urls": self.urls})
 
 
-def _image(args: DataServicesArgs, key: str) -> str:
-    return args.platform.image_ref(key)
+def redis_spec(name: str, image: str, r: RedisConfig, bind: str, data_path: str, owner: str,
+               network: str, password: pulumi.Input[str], labels: dict[str, str]) -> ServiceSpec:
+    """Redis 7 with AOF persistence and a password that never appears on a command line."""
+    return ServiceSpec(
+        name=name, image=image, cpus=r.limits.cpus, memory_gb=r.limits.memory_gb,
+        # The password reaches redis-server through the environment, never the command line
+        # (a plain input in the state); redis-cli reads REDISCLI_AUTH itself.
+        command=("sh", "-c", 'exec redis-server --appendonly yes --appendfsync everysec '
+                             '--requirepass "$REDISCLI_AUTH"'),
+        secret_env={"REDISCLI_AUTH": password},
+        ports=(PortSpec(6379, r.port, bind, name="redis"),) if r.port else (),
+        mounts=(MountSpec("/data", data_path),),
+        health=HealthSpec(("CMD-SHELL", "redis-cli ping | grep -q PONG"), port=6379),
+        user=owner, network=network, stateful=True, labels=labels,
+    )

@@ -189,7 +189,8 @@ class DockerHost(pulumi.ComponentResource):
             mounts.append(docker.ContainerMountArgs(
                 type="bind", source="/var/run/docker.sock", target="/var/run/docker.sock", read_only=True))
         mounts.sort(key=lambda m: m.target if isinstance(m, docker.ContainerMountArgs) else "")
-        envs: list[pulumi.Input[str]] = [f"{k}={v}" for k, v in sorted(spec.env.items())]
+        envs: list[pulumi.Input[str]] = [f"{k}={v}" if isinstance(v, str) else pulumi.Output.concat(k, "=", v)
+                                         for k, v in sorted(spec.env.items())]
         envs += [pulumi.Output.concat(k, "=", v) for k, v in sorted(spec.secret_env.items())]
         labels = {MANAGED_LABEL: f"pulumi/{self.args.stack}", "org.octollm.service": spec.name, **spec.labels}
         net = None

@@ -23,6 +23,7 @@ class GpuInferenceNodeArgs:
     platform: DockerHost
     image: str
     store: SharedModelStore | None = None
+    temp_store: SharedModelStore | None = None  # scratch space mounted at /tmp
     labels: dict[str, str] = field(default_factory=dict)
     # Read-only instances start only after the store's writer has pulled its models.
     wait_for: Sequence[pulumi.Resource] = ()
@@ -48,13 +49,15 @@ class GpuInferenceNode(pulumi.ComponentResource):
         if self.on_gpu:
             g = cfg.gpu
             gpu = GpuSpec(count=-1 if g.count == "all" else g.count, device_ids=tuple(g.device_ids or ()))
-        store_deps = [args.store.ready] if args.store else []
+        store_deps = [s.ready for s in (args.store, args.temp_store) if s is not None]
         port = cfg.internal_port
         primary_deps = [*store_deps, *args.wait_for]
 
         for svc, host_port, primary in inference_instances(name, cfg):
             read_only = cfg.read_only or not primary
             mounts = (args.store.mount(host.name, MODELS_DIR, read_only),) if args.store else ()
+            if args.temp_store:
+                mounts += (args.temp_store.mount(host.name, "/tmp", False),)
             spec = ServiceSpec(
                 name=svc, image=args.image, cpus=cfg.limits.cpus, memory_gb=cfg.limits.memory_gb,
                 ports=(PortSpec(port, host_port, host.cfg.llm_bind, name="http",

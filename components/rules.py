@@ -293,6 +293,15 @@ def _references(cfg: StackConfig) -> list[Problem]:
             out.append(Problem(path="octollm.network", message=(
                 "the arms reach PostgreSQL, Redis and Qdrant by container name, so octollm must share "
                 f"host and network with dataServices ({cfg.data_services.host}/{cfg.data_services.network})")))
+    for key, section in (("openWebui", cfg.open_webui), ("portainer", cfg.portainer)):
+        if section is not None and section.data_store is not None:
+            store = cfg.model_stores.get(section.data_store)
+            if store is None:
+                out.append(Problem(path=f"{key}.dataStore", message=f"store {section.data_store!r} is not defined "
+                                                                    "under modelStores"))
+            elif store.host != section.host:
+                out.append(Problem(path=f"{key}.dataStore", message=(
+                    f"store {section.data_store!r} is on {store.host}, but {key} runs on {section.host}")))
     if cfg.homelab_ai and cfg.homelab_ai.backend not in cfg.all_inference:
         out.append(Problem(path="homelabAi.backend",
                            message=f"{cfg.homelab_ai.backend!r} is not an inference node; defined: "

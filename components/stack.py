@@ -100,9 +100,16 @@ def unraid_labels(cfg: StackConfig, host: str, service: str, port: int | None) -
 def build_hosts(cfg: StackConfig, stack: str, keys: dict[str, str]) -> dict[str, DockerHost]:
     hosts = {}
     for name, hc in sorted(cfg.hosts.items()):
+        auth = None
+        ha = cfg.homelab_ai
+        if ha is not None and ha.host == name and cfg.registry_password is not None:
+            # Private-registry credentials live on this host's provider only, as a secret.
+            auth = [docker.ProviderRegistryAuthArgs(
+                address=ha.registry.split("/", 1)[0], username=ha.registry_username or "",
+                password=pulumi.Output.secret(cfg.registry_password.get_secret_value()))]
         dprov = docker.Provider(
             f"{name}-docker", host=docker_host_url(hc),
-            ssh_opts=docker_ssh_opts(name, hc) if hc.kind == "ssh" else None)
+            ssh_opts=docker_ssh_opts(name, hc) if hc.kind == "ssh" else None, registry_auth=auth)
         cprov = command.Provider(f"{name}-command")
         key = pulumi.Output.secret(keys[name]) if name in keys else None
         hosts[name] = DockerHost(name, DockerHostArgs(
@@ -138,6 +145,7 @@ def deploy(cfg: StackConfig, private_keys: dict[str, str]) -> None:
         key = rules.engine_image_key(nc, gpu=nc.gpu is not None and cfg.hosts[nc.host].has_gpu)
         nodes[name] = GpuInferenceNode(name, GpuInferenceNodeArgs(
             config=nc, platform=hosts[nc.host], image=nc.image or cfg.image(key), store=store,
+            temp_store=stores.get(nc.temp_store) if nc.temp_store else None,
             labels=unraid_labels(cfg, nc.host, "ollama", None) if nc.engine == "ollama" else {},
             wait_for=wait))
 
@@ -160,6 +168,8 @@ def deploy(cfg: StackConfig, private_keys: dict[str, str]) -> None:
             openai_api_key=secret["openai"], anthropic_api_key=secret["anthropic"],
             labels={"orchestrator": unraid_labels(cfg, oc.host, "orchestrator", oc.orchestrator.port)}))
 
+    apps = deploy_apps(cfg, hosts, nodes, stores, secret_value(cfg))
+
     monitoring = None
     if cfg.monitoring:
         mc = cfg.monitoring
@@ -172,7 +182,7 @@ def deploy(cfg: StackConfig, private_keys: dict[str, str]) -> None:
                                        f"@postgres:5432/{pg.database}?sslmode=disable")
         monitoring = MonitoringStack("monitoring", MonitoringStackArgs(
             config=mc, central=central, hosts={h: hosts[h] for h in rules.monitored_hosts(cfg)},
-            jobs=scrape_jobs(cfg, nodes, octo, probe_model), grafana_admin_password=secret["grafana"],
+            jobs=scrape_jobs(cfg, nodes, octo, probe_model) + app_jobs(cfg, apps), grafana_admin_password=secret["grafana"],
             probe_model=probe_model,
             redis_password=data.redis_password if data else None, postgres_dsn=dsn,
             data_host=hosts[cfg.data_services.host] if data else None,
@@ -194,6 +204,11 @@ def deploy(cfg: StackConfig, private_keys: dict[str, str]) -> None:
         urls.update(octo.urls)
     if monitoring:
         urls.update({"grafana": monitoring.grafana_url, "prometheus": monitoring.prometheus_url})
+    for key, app in apps.items():
+        if hasattr(app, "urls"):
+            urls.update(app.urls)
+        elif hasattr(app, "url"):
+            urls[key] = app.url
     pulumi.export("urls", dict(sorted(urls.items())))
     pulumi.export("models", {name: n.models for name, n in sorted(nodes.items())})
     pulumi.export("capacity", rules.capacity(cfg))
@@ -245,4 +260,72 @@ def scrape_jobs(cfg: StackConfig, nodes: dict[str, GpuInferenceNode], octo: Octo
         oc = cfg.octollm
         jobs.append(ScrapeJob("octollm", tuple(
             reach(oc.host, oc.network, s.name, s.ports[0].container, s.ports[0].host) for s in octo.specs)))
+    return jobs
+
+
+def secret_value(cfg: StackConfig) -> dict[str, pulumi.Output[str] | None]:
+    fields = ("worker_redis_password", "load_balancer_users", "webui_secret_key")
+    return {f: (pulumi.Output.secret(getattr(cfg, f).get_secret_value()) if getattr(cfg, f) else None)
+            for f in fields}
+
+
+def ollama_endpoints(nodes: dict[str, GpuInferenceNode]) -> list[str]:
+    return [url for name, n in sorted(nodes.items()) if n.cfg.engine == "ollama"
+            for _, url in sorted(n.endpoints.items())]
+
+
+def deploy_apps(cfg: StackConfig, hosts: dict[str, DockerHost], nodes: dict[str, GpuInferenceNode],
+                stores: dict[str, SharedModelStore], secrets: dict) -> dict:
+    from .apps import (HomelabAi, HomelabAiArgs, OpenWebUi, OpenWebUiArgs, Portainer, PortainerArgs,
+                       WorkerInfra, WorkerInfraArgs)
+    from .load_balancer import LoadBalancer, LoadBalancerArgs
+
+    apps: dict = {}
+    if cfg.workers:
+        apps["workers"] = WorkerInfra("workers", WorkerInfraArgs(
+            config=cfg.workers, platform=hosts[cfg.workers.host], redis_password=secrets["worker_redis_password"]))
+    if cfg.load_balancer:
+        lb = cfg.load_balancer
+        if lb.basic_auth and secrets["load_balancer_users"] is None:
+            raise pulumi.RunError("octollm-infra:loadBalancer.basicAuth is true but the secret loadBalancerUsers "
+                                  "is not set (pulumi config set --secret loadBalancerUsers \"$(htpasswd -nbB user pw)\")")
+        apps["load-balancer"] = LoadBalancer("load-balancer", LoadBalancerArgs(
+            config=lb, platform=hosts[lb.host], backends=ollama_endpoints(nodes),
+            users=secrets["load_balancer_users"]))
+    if cfg.open_webui:
+        ow = cfg.open_webui
+        target = apps["load-balancer"].url if "load-balancer" in apps else ollama_endpoints(nodes)[0]
+        apps["open-webui"] = OpenWebUi("open-webui", OpenWebUiArgs(
+            config=ow, platform=hosts[ow.host], ollama_url=target, secret_key=secrets["webui_secret_key"],
+            store=stores.get(ow.data_store) if ow.data_store else None))
+    if cfg.portainer:
+        pt = cfg.portainer
+        apps["portainer"] = Portainer("portainer", PortainerArgs(
+            config=pt, platform=hosts[pt.host], store=stores.get(pt.data_store) if pt.data_store else None))
+    if cfg.homelab_ai:
+        ha = cfg.homelab_ai
+        backend = nodes[ha.backend]
+        same = backend.cfg.host == ha.host and backend.cfg.network == ha.network
+        url = backend.internal_url if same else next(iter(backend.endpoints.values()))
+        apps["homelab-ai"] = HomelabAi("homelab-ai", HomelabAiArgs(
+            config=ha, platform=hosts[ha.host], backend_url=url,
+            vllm_image=backend.cfg.image or cfg.image("vllm")))
+    return apps
+
+
+def app_jobs(cfg: StackConfig, apps: dict) -> list[ScrapeJob]:
+    from .apps import PROBED_NOT_HEALTHCHECKED
+
+    jobs = []
+    if cfg.load_balancer:
+        lb = cfg.load_balancer
+        jobs.append(ScrapeJob("traefik", (f"{cfg.hosts[lb.host].address}:{lb.metrics_port}",)))
+    if cfg.portainer:
+        pt = cfg.portainer
+        jobs.append(ScrapeJob("portainer", (f"http://{cfg.hosts[pt.host].address}:{pt.port}"
+                                            f"{PROBED_NOT_HEALTHCHECKED['portainer']}",), probe_module="http_2xx"))
+    if cfg.open_webui:
+        ow = cfg.open_webui
+        jobs.append(ScrapeJob("open-webui", (f"http://{cfg.hosts[ow.host].address}:{ow.port}/health",),
+                              probe_module="http_2xx"))
     return jobs

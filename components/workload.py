@@ -63,7 +63,7 @@ class ConfigFileSpec:
     """A file the service reads, delivered by the platform and mounted read-only at `target`."""
 
     name: str  # path relative to the service's config directory, mounted at /etc/octollm
-    content: str
+    content: pulumi.Input[str]  # a secret Output keeps the file's content out of diffs and logs
     reload_signal: str | None = None  # sent after an update so the service rereads it
 
 
@@ -75,7 +75,7 @@ class ServiceSpec:
     memory_gb: float
     command: tuple[str, ...] = ()
     entrypoint: tuple[str, ...] = ()
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     secret_env: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     ports: tuple[PortSpec, ...] = ()
     mounts: tuple[MountSpec, ...] = ()

@@ -133,7 +133,7 @@ class RecordingMonitor(pmocks.MockMonitor):
         return resp
 
     def RegisterResourceOutputs(self, request):
-        if "pulumi:pulumi:Stack" in request.urn:
+        if request.urn.split("::")[2] == "pulumi:pulumi:Stack":
             # set_mocks also finishes a placeholder root stack with no outputs; its RPC can land
             # after the program's, so merge rather than overwrite.
             self.outputs.update(json_format.MessageToDict(request.outputs))
