@@ -407,6 +407,13 @@ def _budgets(cfg: StackConfig) -> list[Problem]:
 def _gpus(cfg: StackConfig) -> tuple[list[Problem], list[str]]:
     out: list[Problem] = []
     warn: list[str] = []
+    for hname, host in sorted(cfg.hosts.items()):
+        for i, gpu in enumerate(host.gpus):
+            info = catalog.GPUS.get(gpu.model)
+            if info and gpu.driver_version and catalog.driver_tuple(gpu.driver_version)[0] < info.min_driver:
+                out.append(Problem(path=f"hosts.{hname}.gpus[{i}].driverVersion", message=(
+                    f"{gpu.model} ({info.architecture}) needs driver {info.min_driver} or newer; "
+                    f"{gpu.driver_version} cannot initialise it (RmInitAdapter failed)")))
     for name, node in sorted(cfg.all_inference.items()):
         host = cfg.hosts[node.host]
         path = node_path(cfg, name)
@@ -433,7 +440,6 @@ def _gpus(cfg: StackConfig) -> tuple[list[Problem], list[str]]:
         for i in idx:
             gpu = host.gpus[i]
             gpath = f"hosts.{node.host}.gpus[{i}]"
-            info = catalog.GPUS.get(gpu.model)
             if node.engine == "vllm" and gpu.capability < catalog.VLLM_MIN_COMPUTE_CAPABILITY:
                 out.append(Problem(path=f"{path}.engine", message=(
                     f"vLLM needs compute capability 7.0 or newer; the {gpu.model} on {node.host} is "
@@ -443,10 +449,6 @@ def _gpus(cfg: StackConfig) -> tuple[list[Problem], list[str]]:
                     out.append(Problem(path=f"{gpath}.driverVersion", message=(
                         "is required for GPU engines so the image's CUDA version can be checked against it")))
                 continue
-            if info and catalog.driver_tuple(gpu.driver_version)[0] < info.min_driver:
-                out.append(Problem(path=f"{gpath}.driverVersion", message=(
-                    f"{gpu.model} ({info.architecture}) needs driver {info.min_driver} or newer; "
-                    f"{gpu.driver_version} cannot initialise it (RmInitAdapter failed)")))
             cuda = image_cuda(cfg, node)
             if cuda and not catalog.driver_supports_cuda(gpu.driver_version, cuda):
                 most = catalog.max_cuda_for_driver(gpu.driver_version) or "none in the table"

@@ -10,7 +10,7 @@ import pytest
 from components import scripts
 
 SHELLCHECK = str(Path(sys.executable).parent / "shellcheck")
-STACKS = ["unraid", "dev"]
+STACKS = ["unraid", "dev", "homelab"]
 
 
 def shellcheck(script: str, tmp_path: Path, name: str) -> subprocess.CompletedProcess:
