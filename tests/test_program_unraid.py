@@ -309,3 +309,11 @@ def test_insecure_host_key_logs_a_warning(run):
     assert r.error is None
     assert any(sev == "warning" and "insecureSkipHostKeyCheck" in msg for sev, msg in r.logs)
     assert "StrictHostKeyChecking=no" in json.loads(r.by_name("unraid-docker").inputs["sshOpts"])
+
+
+def test_preflight_runs_first_on_the_host(unraid):
+    pre = unraid.by_name("unraid-preflight")
+    assert pre.type == REMOTE_CMD and "preflight ok on host" in pre.inputs["create"]
+    for r in unraid.registrations:
+        if r.type.startswith(("docker:index/", "command:")) and r.name != "unraid-preflight":
+            assert pre.urn in r.dependencies, r.name

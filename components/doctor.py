@@ -1,0 +1,150 @@
+"""doctor: run each host's preflight directly over SSH, without Pulumi, and print a table.
+
+    python -m components.doctor -s homelab          # reads Pulumi.homelab.yaml
+    python -m components.doctor --file my-stack.yaml --hosts server80
+
+For every host it checks (1) that the Docker API answers through `ssh … docker system dial-stdio`
+with exactly the SSH options the docker provider is given (verified host key included), and (2) the
+same read-only preflight script `pulumi up` runs there first. Exit status 1 when anything fails,
+2 when the stack's config is invalid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .config import ConfigError, HostConfig, StackConfig, load_stack_config
+from .docker_host import docker_ssh_opts
+from .preflight import preflight_spec
+from .scripts import preflight
+
+PROJECT = "octollm-infra"
+
+
+@dataclass
+class HostReport:
+    host: str
+    api: str = "-"
+    api_ok: bool = False
+    preflight_ok: bool = False
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.api_ok and self.preflight_ok
+
+
+def ssh_command(name: str, host: HostConfig, remote: list[str]) -> list[str]:
+    assert host.ssh is not None
+    return ["ssh", *docker_ssh_opts(name, host), "-p", str(host.ssh.port), "-l", host.ssh.user,
+            host.address, "--", *remote]
+
+
+def check_api(name: str, host: HostConfig, timeout: int) -> tuple[bool, str]:
+    """GET /_ping through the same transport pulumi-docker uses."""
+    request = b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n"
+    if host.kind == "local":
+        cmd = ["docker", "system", "dial-stdio"]
+    else:
+        cmd = ssh_command(name, host, ["docker", "system", "dial-stdio"])
+    try:
+        out = subprocess.run(cmd, input=request, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False, f"no answer within {timeout}s"
+    except FileNotFoundError as exc:
+        return False, f"{exc.filename} is not installed here"
+    head = out.stdout.split(b"\r\n", 1)[0].decode(errors="replace")
+    if out.stdout.startswith(b"HTTP/1.") and b" 200 " in head.encode():
+        version = next((line.split(b":", 1)[1].strip().decode() for line in out.stdout.split(b"\r\n")
+                        if line.lower().startswith(b"api-version:")), "?")
+        return True, f"ok (API {version})"
+    err = out.stderr.decode(errors="replace").strip().splitlines()
+    return False, (err[-1] if err else head or f"exit status {out.returncode}")
+
+
+def run_preflight(name: str, host: HostConfig, script: str, timeout: int) -> tuple[bool, list[str], list[str]]:
+    cmd = ["bash", "-s"] if host.kind == "local" else ssh_command(name, host, ["bash", "-s"])
+    try:
+        out = subprocess.run(cmd, input=script, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False, [f"preflight did not finish within {timeout}s"], []
+    warnings = [l.split(": ", 2)[-1] for l in out.stdout.splitlines() if l.startswith("warning: ")]
+    if out.returncode == 0:
+        return True, [], warnings
+    problems = [l[4:] for l in out.stderr.splitlines() if l.startswith("  - ")]
+    return False, problems or [out.stderr.strip() or f"exit status {out.returncode}"], warnings
+
+
+def diagnose(cfg: StackConfig, stack: str, hosts: list[str] | None = None, timeout: int = 120) -> list[HostReport]:
+    reports = []
+    for name, host in sorted(cfg.hosts.items()):
+        if hosts and name not in hosts:
+            continue
+        r = HostReport(name)
+        r.api_ok, r.api = check_api(name, host, timeout=min(timeout, 30))
+        if r.api_ok or host.kind == "local":
+            r.preflight_ok, r.problems, r.warnings = run_preflight(
+                name, host, preflight(preflight_spec(cfg, name, stack)), timeout)
+        else:
+            r.problems = ["preflight not run: the host cannot be reached"]
+        reports.append(r)
+    return reports
+
+
+def render(reports: list[HostReport]) -> str:
+    width = max([len(r.host) for r in reports] + [4])
+    lines = [f"{'HOST':<{width}}  {'DOCKER API OVER SSH':<28}  PREFLIGHT"]
+    for r in reports:
+        pre = "ok" if r.preflight_ok else f"FAILED ({len(r.problems)})"
+        lines.append(f"{r.host:<{width}}  {r.api[:28]:<28}  {pre}")
+        for p in r.problems:
+            lines.append(f"{'':<{width}}    - {p}")
+        for w in r.warnings:
+            lines.append(f"{'':<{width}}    ! {w}")
+    return "\n".join(lines)
+
+
+def load_file(path: Path) -> dict:
+    doc = yaml.safe_load(path.read_text()) or {}
+    raw = {}
+    for key, value in (doc.get("config") or {}).items():
+        ns, _, k = key.partition(":")
+        # Secrets are not needed to check hosts, and are encrypted in the file anyway.
+        if ns == PROJECT and not (isinstance(value, dict) and set(value) == {"secure"}):
+            raw[k] = value
+    return raw
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m components.doctor", description=__doc__.split("\n\n")[0])
+    ap.add_argument("-s", "--stack", default=None)
+    ap.add_argument("--file", type=Path, default=None, help="a Pulumi.<stack>.yaml (default: from -s)")
+    ap.add_argument("--hosts", nargs="*", default=None)
+    ap.add_argument("--timeout", type=int, default=300)
+    a = ap.parse_args(argv)
+    if a.file is None and a.stack is None:
+        ap.error("give -s STACK or --file")
+    path = a.file or Path(f"Pulumi.{a.stack}.yaml")
+    stack = a.stack or path.stem.split(".", 1)[-1]
+    try:
+        cfg, _ = load_stack_config(load_file(path))
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        return 2
+    if cfg.platform != "docker":
+        print(f"stack {stack!r} has no Docker hosts to check", file=sys.stderr)
+        return 2
+    reports = diagnose(cfg, stack, a.hosts, a.timeout)
+    print(render(reports))
+    return 0 if all(r.ok for r in reports) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
