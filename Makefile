@@ -18,7 +18,13 @@ $(VENV)/.ready: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-setup: $(VENV)/.ready
+.venv-tools/.ready: requirements-tools.txt
+	$(PYTHON) -m venv .venv-tools
+	.venv-tools/bin/pip install --quiet --upgrade pip
+	.venv-tools/bin/pip install --quiet -r requirements-tools.txt
+	touch $@
+
+setup: $(VENV)/.ready .venv-tools/.ready
 
 pulumi-cli:
 	@command -v pulumi >/dev/null 2>&1 || test -x $(HOME)/.pulumi/bin/pulumi || \

@@ -151,7 +151,7 @@ class ExporterPorts(Model):
 
 
 class HostConfig(Model):
-    kind: Literal["ssh", "local"] = "ssh"
+    kind: Literal["ssh", "local", "kubernetes"] = "ssh"
     address: str = "127.0.0.1"
     ssh: SshConfig | None = None
     publish_address: str = Field(
@@ -195,8 +195,8 @@ class HostConfig(Model):
                     f"{self.address}) so the connection is verified, or set "
                     "ssh.insecureSkipHostKeyCheck: true to accept any key (not recommended)"
                 )
-        if self.kind == "local" and self.ssh is not None:
-            raise ValueError("a local host uses the local Docker socket; remove its `ssh` block")
+        if self.kind in ("local", "kubernetes") and self.ssh is not None:
+            raise ValueError(f"a {self.kind} host is not reached over SSH; remove its `ssh` block")
         return self
 
     @property
@@ -231,8 +231,8 @@ class GpuRequest(Model):
 
 class ModelStoreConfig(Model):
     host: Name
-    kind: Literal["hostPath", "zfs", "nfs"] = "hostPath"
-    path: str = Field(pattern=r"^/[^\s]*$")
+    kind: Literal["hostPath", "zfs", "nfs", "pvc"] = "hostPath"
+    path: str = Field(default="/models", pattern=r"^/[^\s]*$")
     owner: str | None = Field(default=None, pattern=r"^\d+:\d+$")
     # zfs
     dataset: str | None = None
@@ -253,6 +253,8 @@ class ModelStoreConfig(Model):
             raise ValueError("a zfs store needs dataset, recordsize and compression")
         if self.kind != "zfs" and (self.dataset or self.recordsize or self.compression):
             raise ValueError(f"dataset/recordsize/compression only apply to kind zfs, not {self.kind}")
+        if self.kind == "pvc" and (not self.storage_class or not self.size_gb):
+            raise ValueError("a pvc store needs storageClass (ReadWriteMany, e.g. Filestore) and sizeGb")
         if self.kind == "nfs" and not self.client_cidr:
             raise ValueError("an nfs store needs clientCidr (the network allowed to mount the export)")
         if self.kind != "nfs" and self.clients:
@@ -266,7 +268,7 @@ Engine = Literal["ollama", "vllm", "llamacpp"]
 class InferenceConfig(Model):
     host: Name
     engine: Engine = "ollama"
-    network: Name
+    network: Name | None = None
     ipv4_address: str | None = None
     port: Port
     container_port: Port | None = None
@@ -338,9 +340,17 @@ class QdrantConfig(Model):
     limits: Limits = Limits(cpus=4, memory_gb=4)
 
 
+class ExternalDataConfig(Model):
+    """Managed services (Cloud SQL, Memorystore, Qdrant Cloud); credentials come from secret config."""
+
+    qdrant_url: str = Field(pattern=r"^https?://[^\s]+$")
+
+
 class DataServicesConfig(Model):
     host: Name
-    network: Name
+    network: Name | None = None
+    external: ExternalDataConfig | None = Field(
+        default=None, description="use managed services: nothing is deployed for postgres/redis/qdrant")
     postgres: PostgresConfig | None = PostgresConfig()
     redis: RedisConfig | None = RedisConfig()
     qdrant: QdrantConfig | None = QdrantConfig()
@@ -357,9 +367,22 @@ DEFAULT_ARMS: dict[str, ServicePlacement] = {
 }
 
 
+class AutoscalingConfig(Model):
+    min_replicas: int = Field(default=2, ge=1)
+    max_replicas: int = Field(default=6, ge=1)
+    cpu_utilization: int = Field(default=70, ge=10, le=100)
+
+    @model_validator(mode="after")
+    def _order(self) -> "AutoscalingConfig":
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"maxReplicas {self.max_replicas} is below minReplicas {self.min_replicas}")
+        return self
+
+
 class OctoLlmConfig(Model):
     host: Name
-    network: Name
+    network: Name | None = None
+    autoscaling: AutoscalingConfig = AutoscalingConfig()  # Kubernetes only
     image_registry: str = Field(pattern=r"^[a-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)*$")
     image_tag: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
     llm_endpoint: Name = Field(description="name of the inference node the arms call")
@@ -390,7 +413,7 @@ class MonitoringLimits(Model):
 
 class MonitoringConfig(Model):
     host: Name
-    network: Name
+    network: Name | None = None
     prometheus_port: Port = 9090
     grafana_port: Port = 3030
     loki_port: Port = 3100
@@ -481,6 +504,32 @@ class HomelabAiConfig(Model):
         return v
 
 
+class IngressConfig(Model):
+    class_name: str = "nginx"
+    issuer: str = Field(description="cert-manager ClusterIssuer that signs the TLS certificates")
+    hosts: dict[Literal["orchestrator", "grafana"], str]
+    controller_namespace: str = "ingress-nginx"
+
+    @field_validator("hosts")
+    @classmethod
+    def _dns(cls, v: dict[str, str]) -> dict[str, str]:
+        for k, h in v.items():
+            if not re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+", h):
+                raise ValueError(f"ingress host {h!r} for {k} is not a DNS name")
+        return v
+
+
+class KubernetesConfig(Model):
+    namespace: Name = "octollm"
+    version: str = Field(default="1.31.0", pattern=r"^1\.\d+\.\d+$", description="for schema validation")
+    context: str | None = Field(default=None, description="kubeconfig context; the ambient one when absent")
+    accelerator: str = Field(default="nvidia-l4", description="cloud.google.com/gke-accelerator node label")
+    storage_class: str = "standard-rwo"
+    data_size_gb: int = Field(default=20, ge=1)
+    managed_dcgm: bool = Field(default=False, description="GKE's managed DCGM metrics instead of a DaemonSet")
+    ingress: IngressConfig
+
+
 class StackConfig(Model):
     """Everything under `octollm-infra:` in Pulumi.<stack>.yaml."""
 
@@ -491,6 +540,7 @@ class StackConfig(Model):
     data_services: DataServicesConfig | None = None
     octollm: OctoLlmConfig | None = None
     monitoring: MonitoringConfig | None = None
+    kubernetes: KubernetesConfig | None = None
     load_balancer: LoadBalancerConfig | None = None
     open_webui: OpenWebUiConfig | None = None
     portainer: PortainerConfig | None = None
@@ -509,6 +559,9 @@ class StackConfig(Model):
     load_balancer_users: SecretStr | None = Field(
         default=None, description="htpasswd lines (user:hash), one per line, for the load balancer's basic auth")
     webui_secret_key: SecretStr | None = None
+    kubeconfig: SecretStr | None = None
+    postgres_url: SecretStr | None = None
+    redis_url: SecretStr | None = None
 
     @field_validator("images")
     @classmethod
@@ -540,7 +593,7 @@ WORKER_LLM_SERVER = "llm-server"
 SECRET_FIELDS = (
     "postgresPassword", "redisPassword", "qdrantApiKey", "grafanaAdminPassword",
     "openaiApiKey", "anthropicApiKey", "workerRedisPassword", "registryPassword",
-    "loadBalancerUsers", "webuiSecretKey",
+    "loadBalancerUsers", "webuiSecretKey", "kubeconfig", "postgresUrl", "redisUrl",
 )
 
 

@@ -66,7 +66,8 @@ class DataServices(pulumi.ComponentResource):
                 health=HealthSpec(("CMD", "pg_isready", "-U", pg.user, "-d", pg.database), port=5432),
                 user=owner, network=cfg.network, stateful=True, labels=labels.get("postgres", {}),
             ), self, depends_on=[data_dirs])
-            self.urls["postgres"] = f"postgresql://{host.cfg.address}:{pg.port}/{pg.database}"
+            self.urls["postgres"] = host.url("postgres", pg.port, 5432).replace("http://", "postgresql://") + \
+                f"/{pg.database}"
 
         if cfg.redis:
             r = cfg.redis
@@ -74,7 +75,7 @@ class DataServices(pulumi.ComponentResource):
             self.containers["redis"] = host.run(redis_spec(
                 "redis", host.image_ref("redis"), r, bind, host.appdata("redis"), owner, cfg.network,
                 self.redis_password, labels.get("redis", {})), self, depends_on=[data_dirs])
-            self.urls["redis"] = f"redis://{host.cfg.address}:{r.port}"
+            self.urls["redis"] = host.url("redis", r.port or 6379, 6379).replace("http://", "redis://")
 
         if cfg.qdrant:
             qd = cfg.qdrant
@@ -88,8 +89,9 @@ class DataServices(pulumi.ComponentResource):
                 mounts=(MountSpec("/qdrant/storage", host.appdata("qdrant")),),
                 health=http_health(6333, "/healthz", tool="bash"),
                 user=owner, network=cfg.network, stateful=True, labels=labels.get("qdrant", {}),
+                needs_root=True,  # qdrant/qdrant:v1.7.4 owns /qdrant as root (no unprivileged variant)
             ), self, depends_on=[data_dirs])
-            self.urls["qdrant"] = f"http://{host.cfg.address}:{qd.http_port}/dashboard"
+            self.urls["qdrant"] = host.url("qdrant", qd.http_port, 6333) + "/dashboard"
 
         self.register_outputs({"urls": self.urls})
 

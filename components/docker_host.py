@@ -79,6 +79,7 @@ class DockerHost(pulumi.ComponentResource):
     """One Docker host: its networks, and the helpers every component uses to place work on it."""
 
     networks: dict[str, docker.Network]
+    kind = "docker"
 
     def __init__(self, name: str, args: DockerHostArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("octollm:index:DockerHost", name, None, opts)
@@ -160,6 +161,10 @@ class DockerHost(pulumi.ComponentResource):
     def appdata(self, *parts: str) -> str:
         return "/".join([self.cfg.appdata_root.rstrip("/"), *parts])
 
+    def url(self, service: str, port: int, container_port: int | None = None) -> str:
+        """Where a user reaches a published port of this host."""
+        return f"http://{self.cfg.address}:{port}"
+
     def container_name(self, service: str) -> str:
         return f"{self.cfg.container_prefix}{service}"
 
@@ -233,6 +238,7 @@ class DockerHost(pulumi.ComponentResource):
             shm_size=spec.shm_size_gb * 1024 if spec.shm_size_gb else None,
             privileged=spec.privileged or None,
             read_only=spec.read_only_rootfs or None,
+            tmpfs={"/tmp": "rw,noexec,nosuid,size=256m"} if spec.read_only_rootfs else None,
             pid_mode="host" if spec.pid_host else None,
             devices=[docker.ContainerDeviceArgs(host_path=d, container_path=d) for d in spec.devices] or None,
             wait=spec.wait_healthy or None,

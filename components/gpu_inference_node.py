@@ -52,6 +52,15 @@ class GpuInferenceNode(pulumi.ComponentResource):
         store_deps = [s.ready for s in (args.store, args.temp_store) if s is not None]
         port = cfg.internal_port
         primary_deps = [*store_deps, *args.wait_for]
+        if host.kind == "kubernetes" and cfg.engine == "ollama" and cfg.models and args.store:
+            # The shared claim is filled once by a Job; inference pods start after it and mount it read-only.
+            self.pull = host.job(f"{name}-pull-models", ServiceSpec(
+                name=f"{name}-pull-models", image=args.image, cpus=1, memory_gb=2,
+                entrypoint=("/bin/bash", "-c"), command=(scripts.ollama_pull_job(list(cfg.models)),),
+                env={"OLLAMA_MODELS": f"{MODELS_DIR}/models", "OLLAMA_HOST": "127.0.0.1:11434"},
+                mounts=(args.store.mount(host.name, MODELS_DIR, False),), needs_root=True,
+            ), self, depends_on=store_deps)
+            primary_deps.append(self.pull)
 
         for svc, host_port, primary in inference_instances(name, cfg):
             read_only = cfg.read_only or not primary
@@ -65,6 +74,7 @@ class GpuInferenceNode(pulumi.ComponentResource):
                 mounts=mounts, gpu=gpu, network=cfg.network,
                 ipv4_address=cfg.ipv4_address if primary else None,
                 labels=args.labels, wait_healthy=(cfg.engine == "ollama"),
+                needs_root=True,  # the engine images run as root and keep their state under /root
                 # One GPU cannot serve the old and the new container at once.
                 single_gpu=self.on_gpu,
                 **self._engine(cfg, port, read_only),
@@ -72,8 +82,8 @@ class GpuInferenceNode(pulumi.ComponentResource):
             deps = primary_deps if primary else [*store_deps, *args.wait_for, *( [self.pull] if self.pull else [])]
             container = host.run(spec, self, depends_on=deps)
             self.containers[svc] = container
-            self.endpoints[svc] = f"http://{host.cfg.address}:{host_port}"
-            if primary and cfg.engine == "ollama" and cfg.models and not read_only:
+            self.endpoints[svc] = host.url(svc, host_port, port)
+            if primary and cfg.engine == "ollama" and cfg.models and not read_only and host.kind == "docker":
                 # Re-runs exactly when the model list changes (the trigger); the script skips models
                 # already present, so a re-run after a failure is cheap and safe.
                 self.pull = host.command(

@@ -41,6 +41,7 @@ class MonitoringStackArgs:
     data_host: DockerHost | None = None
     data_network: str | None = None
     labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    managed_dcgm: bool = False  # Kubernetes: GKE's managed DCGM metrics, no DaemonSet
 
 
 GPU_FIELDS = [
@@ -186,6 +187,45 @@ def alloy_config(host_name: str, loki_push_url: str) -> str:
     ])
 
 
+def alloy_kubernetes_config(namespace: str, loki_push_url: str) -> str:
+    return "\n".join([
+        'discovery.kubernetes "pods" {',
+        '  role = "pod"',
+        "  namespaces {",
+        f'    names = ["{namespace}"]',
+        "  }",
+        "}",
+        "",
+        'discovery.relabel "pods" {',
+        "  targets = discovery.kubernetes.pods.targets",
+        "  rule {",
+        '    source_labels = ["__meta_kubernetes_pod_name"]',
+        '    target_label  = "pod"',
+        "  }",
+        "  rule {",
+        '    source_labels = ["__meta_kubernetes_pod_container_name"]',
+        '    target_label  = "container"',
+        "  }",
+        "  rule {",
+        '    source_labels = ["__meta_kubernetes_pod_label_app_kubernetes_io_name"]',
+        '    target_label  = "service"',
+        "  }",
+        "}",
+        "",
+        'loki.source.kubernetes "pods" {',
+        "  targets    = discovery.relabel.pods.output",
+        "  forward_to = [loki.write.default.receiver]",
+        "}",
+        "",
+        'loki.write "default" {',
+        "  endpoint {",
+        f'    url = "{loki_push_url}"',
+        "  }",
+        "}",
+        "",
+    ])
+
+
 def grafana_datasources() -> str:
     return yaml.safe_dump({"apiVersion": 1, "datasources": [
         {"name": "Prometheus", "type": "prometheus", "uid": "prometheus", "access": "proxy",
@@ -260,12 +300,17 @@ class MonitoringStack(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: MonitoringStackArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("octollm:index:MonitoringStack", name, None, opts)
+        self.args = args
         cfg, central = args.config, args.central
         self.containers = {}
         bind = central.cfg.publish_address
         labels = args.labels
-        gpu_exporters = sorted({h.cfg.exporters.gpu_exporter for h in args.hosts.values()
-                                if h.cfg.gpus and h.cfg.exporters.gpu_exporter != "none"})
+        on_kubernetes = central.kind == "kubernetes"
+        if on_kubernetes:
+            gpu_exporters = ["dcgm"] if central.cfg.gpus and not args.managed_dcgm else []
+        else:
+            gpu_exporters = sorted({h.cfg.exporters.gpu_exporter for h in args.hosts.values()
+                                    if h.cfg.gpus and h.cfg.exporters.gpu_exporter != "none"})
         jobs = list(args.jobs) + self._exporter_jobs(args)
         self.scrape_jobs = sorted(j.job for j in jobs)
         self.grafana_admin_password = secret_or_generated(self, f"{name}-grafana-admin-password",
@@ -286,7 +331,7 @@ class MonitoringStack(pulumi.ComponentResource):
                                   alert_rules(cfg, [gpu_temperature_metric(e) for e in gpu_exporters]),
                                   reload_signal="HUP")),
             health=http_health(9090, "/-/healthy"), user=central.cfg.data_owner, network=cfg.network,
-            stateful=True, labels=labels.get("prometheus", {}),
+            stateful=True, labels=labels.get("prometheus", {}), read_only_rootfs=True,
         ), self, depends_on=[dirs])
         dashboards = [ConfigFileSpec("dashboards/host.json", host_dashboard())]
         dashboards += [ConfigFileSpec(f"dashboards/gpu-{e}.json", gpu_dashboard(e)) for e in gpu_exporters]
@@ -312,7 +357,7 @@ class MonitoringStack(pulumi.ComponentResource):
             mounts=(MountSpec("/loki", central.appdata("loki")),),
             files=(ConfigFileSpec("loki.yml", loki_config(cfg.retention)),),
             health=http_health(3100, "/ready"), user=central.cfg.data_owner, network=cfg.network,
-            stateful=True, labels=labels.get("loki", {}),
+            stateful=True, labels=labels.get("loki", {}), read_only_rootfs=True,
         ), self, depends_on=[dirs])
         self.containers["blackbox-exporter"] = central.run(ServiceSpec(
             name="blackbox-exporter", image=central.image_ref("blackbox-exporter"),
@@ -320,10 +365,12 @@ class MonitoringStack(pulumi.ComponentResource):
             command=("--config.file=/etc/octollm/blackbox.yml",),
             ports=(PortSpec(9115, cfg.blackbox_port, bind, metrics_path="/metrics"),),
             files=(ConfigFileSpec("blackbox.yml", blackbox_config(args.probe_model), reload_signal="HUP"),),
-            health=http_health(9115, "/-/healthy"), network=cfg.network,
+            health=http_health(9115, "/-/healthy"), network=cfg.network, read_only_rootfs=True,
         ), self)
 
         loki_central = "http://loki:3100/loki/api/v1/push"
+        if on_kubernetes:
+            self._kubernetes_collectors(name, cfg, central, loki_central, "dcgm" in gpu_exporters)
         for hname, host in sorted(args.hosts.items()):
             self._host_exporters(name, hname, host, cfg, central, loki_central)
         if args.data_host is not None and args.redis_password is not None:
@@ -333,7 +380,7 @@ class MonitoringStack(pulumi.ComponentResource):
                 cpus=cfg.limits.redis_exporter.cpus, memory_gb=cfg.limits.redis_exporter.memory_gb,
                 env={"REDIS_ADDR": "redis://redis:6379"}, secret_env={"REDIS_PASSWORD": args.redis_password},
                 ports=(PortSpec(9121, 9121, dh.cfg.publish_address, metrics_path="/metrics"),),
-                health=http_health(9121, "/health"), network=args.data_network,
+                health=http_health(9121, "/health"), network=args.data_network, read_only_rootfs=True,
             ), self)
         if args.data_host is not None and args.postgres_dsn is not None:
             dh = args.data_host
@@ -342,11 +389,11 @@ class MonitoringStack(pulumi.ComponentResource):
                 cpus=cfg.limits.postgres_exporter.cpus, memory_gb=cfg.limits.postgres_exporter.memory_gb,
                 secret_env={"DATA_SOURCE_NAME": args.postgres_dsn},
                 ports=(PortSpec(9187, 9187, dh.cfg.publish_address, metrics_path="/metrics"),),
-                health=http_health(9187, "/"), network=args.data_network,
+                health=http_health(9187, "/"), network=args.data_network, read_only_rootfs=True,
             ), self)
 
-        self.grafana_url = f"http://{central.cfg.address}:{cfg.grafana_port}"
-        self.prometheus_url = f"http://{central.cfg.address}:{cfg.prometheus_port}"
+        self.grafana_url = central.url("grafana", cfg.grafana_port, 3000)
+        self.prometheus_url = central.url("prometheus", cfg.prometheus_port, 9090)
         self.register_outputs({"grafanaUrl": self.grafana_url, "prometheusUrl": self.prometheus_url,
                                "scrapeJobs": self.scrape_jobs})
 
@@ -368,6 +415,8 @@ class MonitoringStack(pulumi.ComponentResource):
                 internal = 9400 if ex.gpu_exporter == "dcgm" else 9835
                 by_job.setdefault(f"gpu-{ex.gpu_exporter}", []).append(
                     target("gpu-exporter", internal, ex.gpu_exporter_port))
+        if args.central.kind == "kubernetes" and args.central.cfg.gpus and not args.managed_dcgm:
+            by_job["gpu-dcgm"] = ["gpu-exporter:9400"]
         jobs = [ScrapeJob(job, tuple(t)) for job, t in sorted(by_job.items())]
         if args.data_host is not None and args.redis_password is not None:
             jobs.append(ScrapeJob("redis-exporter", ("redis-exporter:9121",)))
@@ -376,6 +425,28 @@ class MonitoringStack(pulumi.ComponentResource):
         jobs += [ScrapeJob("prometheus", ("prometheus:9090",)), ScrapeJob("grafana", ("grafana:3000",)),
                  ScrapeJob("loki", ("loki:3100",)), ScrapeJob("blackbox-exporter", ("blackbox-exporter:9115",))]
         return jobs
+
+    def _kubernetes_collectors(self, name: str, cfg: MonitoringConfig, platform, loki: str, dcgm: bool) -> None:
+        lim = cfg.limits
+        platform.service_account("alloy", self, rules=[
+            {"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list", "watch"]}])
+        self.containers["alloy"] = platform.run(ServiceSpec(
+            name="alloy", image=platform.image_ref("alloy"), cpus=lim.alloy.cpus, memory_gb=lim.alloy.memory_gb,
+            command=("run", "--server.http.listen-addr=0.0.0.0:12345", "--storage.path=/tmp/alloy",
+                     "/etc/octollm/config.alloy"),
+            ports=(PortSpec(12345, None, name="http", metrics_path="/metrics"),),
+            files=(ConfigFileSpec("config.alloy", alloy_kubernetes_config(platform.namespace_name, loki)),),
+            health=http_health(12345, "/-/ready"), service_account="alloy", read_only_rootfs=True,
+        ), self)
+        if dcgm:
+            self.containers["gpu-exporter"] = platform.daemon(ServiceSpec(
+                name="gpu-exporter", image=platform.image_ref("dcgm-exporter"),
+                cpus=lim.gpu_exporter.cpus, memory_gb=lim.gpu_exporter.memory_gb,
+                command=("-f", "/etc/octollm/counters.csv"),
+                ports=(PortSpec(9400, None, name="metrics", metrics_path="/metrics"),),
+                files=(ConfigFileSpec("counters.csv", dcgm_counters_csv()),),
+                env={"NVIDIA_VISIBLE_DEVICES": "all"}, health=http_health(9400, "/health"), needs_root=True,
+            ), self, gpu_nodes=True)
 
     def _host_exporters(self, name: str, hname: str, host: DockerHost, cfg: MonitoringConfig,
                         central: DockerHost, loki_central: str) -> None:

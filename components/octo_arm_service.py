@@ -16,11 +16,11 @@ class OctoArmServiceArgs:
     config: OctoLlmConfig
     platform: DockerHost
     llm_url: str  # internal URL of the inference endpoint
-    postgres_password: pulumi.Input[str]
-    redis_password: pulumi.Input[str]
+    database_url: pulumi.Input[str]  # secret: in-cluster/in-host PostgreSQL or a managed one
+    redis_url: pulumi.Input[str]  # secret
+    qdrant_url: str
     qdrant_api_key: pulumi.Input[str]
-    postgres_user: str = "octollm"
-    postgres_db: str = "octollm"
+    autoscale: bool = False  # Kubernetes: HPA + PDB per service
     openai_api_key: pulumi.Input[str] | None = None
     anthropic_api_key: pulumi.Input[str] | None = None
     labels: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -30,10 +30,12 @@ def service_specs(args: OctoArmServiceArgs) -> list[ServiceSpec]:
     """The orchestrator, reflex layer and every arm as platform-neutral specs."""
     cfg = args.config
     bind = args.platform.cfg.publish_address
-    redis_url = pulumi.Output.concat("redis://:", args.redis_password, "@redis:6379/0")
-    common_env = {"QDRANT_URL": "http://qdrant:6333", "LLM_BASE_URL": args.llm_url,
+    redis_url = pulumi.Output.secret(args.redis_url)
+    common_env = {"QDRANT_URL": args.qdrant_url, "LLM_BASE_URL": args.llm_url,
                   "OLLAMA_BASE_URL": args.llm_url, "LOG_FORMAT": "json"}
     common_secret = {"REDIS_URL": redis_url, "QDRANT_API_KEY": args.qdrant_api_key}
+    scale = cfg.autoscaling
+    autoscale = (scale.min_replicas, scale.max_replicas, scale.cpu_utilization) if args.autoscale else None
 
     def spec(service: str, image: str, p: ServicePlacement, env: dict, secret: dict) -> ServiceSpec:
         return ServiceSpec(
@@ -43,13 +45,12 @@ def service_specs(args: OctoArmServiceArgs) -> list[ServiceSpec]:
             secret_env=secret,
             ports=(PortSpec(p.port, p.port, bind, name="http", metrics_path="/metrics"),),
             health=http_health(p.port, "/health", tool="curl"),
-            network=cfg.network, labels=args.labels.get(service, {}),
+            network=cfg.network, labels=args.labels.get(service, {}), autoscale=autoscale,
         )
 
     orch_secret = {
         **common_secret,
-        "DATABASE_URL": pulumi.Output.concat(
-            "postgresql://", args.postgres_user, ":", args.postgres_password, "@postgres:5432/", args.postgres_db),
+        "DATABASE_URL": pulumi.Output.secret(args.database_url),
     }
     fallback = []
     # Cloud keys reach the orchestrator only: it alone decides when to fall back to a cloud API.
@@ -88,6 +89,6 @@ class OctoArmService(pulumi.ComponentResource):
         self.specs = service_specs(args)
         for spec in self.specs:
             self.containers[spec.name] = host.run(spec, self, depends_on=depends_on or [])
-            self.urls[spec.name] = f"http://{host.cfg.address}:{spec.ports[0].host}"
+            self.urls[spec.name] = host.url(spec.name, spec.ports[0].host, spec.ports[0].container)
         self.services = [s.name for s in self.specs]
         self.register_outputs({"urls": self.urls, "services": self.services})

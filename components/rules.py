@@ -91,7 +91,7 @@ def inventory(cfg: StackConfig) -> list[Placement]:
                 [PublishedPort(port, bind)], node.network,
                 node.ipv4_address if primary else None, vram, gpus,
             ))
-    ds = cfg.data_services
+    ds = cfg.data_services if cfg.data_services and cfg.data_services.external is None else None
     if ds:
         bind = cfg.hosts[ds.host].publish_address if ds.host in cfg.hosts else "0.0.0.0"
         if ds.postgres:
@@ -234,6 +234,26 @@ def _platform(cfg: StackConfig) -> list[Problem]:
     out = []
     if cfg.platform == "docker" and not cfg.hosts:
         out.append(Problem(path="hosts", message="the docker platform needs at least one host"))
+    kube = [n for n, h in cfg.hosts.items() if h.kind == "kubernetes"]
+    if cfg.platform == "docker" and kube:
+        out.append(Problem(path=f"hosts.{kube[0]}.kind", message="kubernetes hosts need platform: kubernetes"))
+    if cfg.platform == "kubernetes":
+        if len(kube) != 1 or len(cfg.hosts) != 1:
+            out.append(Problem(path="hosts", message=(
+                "the kubernetes platform needs exactly one host, of kind kubernetes, that declares the "
+                "cluster's schedulable CPU, memory and GPUs")))
+        if cfg.kubernetes is None:
+            out.append(Problem(path="kubernetes", message="is required on the kubernetes platform "
+                                                          "(namespace, version, accelerator, ingress)"))
+        for sname, store in cfg.model_stores.items():
+            if store.kind != "pvc":
+                out.append(Problem(path=f"modelStores.{sname}.kind",
+                                   message=f"{store.kind!r} needs a Docker host; use pvc on Kubernetes"))
+    elif cfg.kubernetes is not None:
+        out.append(Problem(path="kubernetes", message="only applies to platform: kubernetes"))
+    for sname, store in cfg.model_stores.items():
+        if cfg.platform == "docker" and store.kind == "pvc":
+            out.append(Problem(path=f"modelStores.{sname}.kind", message="pvc stores need platform: kubernetes"))
     for name, host in cfg.hosts.items():
         if host.kind == "ssh" and host.ssh and host.ssh.identity_file is None:
             out.append(Problem(path=f"hosts.{name}.ssh.identityFile",
@@ -248,7 +268,14 @@ def _need_host(cfg: StackConfig, path: str, host: str) -> list[Problem]:
     return []
 
 
-def _need_network(cfg: StackConfig, path: str, host: str, network: str) -> list[Problem]:
+def _need_network(cfg: StackConfig, path: str, host: str, network: str | None) -> list[Problem]:
+    if host in cfg.hosts and cfg.hosts[host].kind == "kubernetes":
+        if network is not None:
+            return [Problem(path=path, message="Kubernetes services reach each other through Services; "
+                                               "remove the Docker network")]
+        return []
+    if network is None:
+        return [Problem(path=path, message="is required on a Docker host (services reach each other by name on it)")]
     if host in cfg.hosts and network not in cfg.hosts[host].networks:
         have = ", ".join(sorted(cfg.hosts[host].networks)) or "none"
         return [Problem(path=path, message=f"network {network!r} is not defined on host {host!r} "
@@ -286,8 +313,8 @@ def _references(cfg: StackConfig) -> list[Problem]:
             out.append(Problem(path="octollm.llmEndpoint",
                                message=f"{cfg.octollm.llm_endpoint!r} is not an inference node; defined: "
                                        f"{', '.join(sorted(cfg.all_inference)) or 'none'}"))
-        if cfg.data_services is None or not all(
-                (cfg.data_services.postgres, cfg.data_services.redis, cfg.data_services.qdrant)):
+        if cfg.data_services is None or (cfg.data_services.external is None and not all(
+                (cfg.data_services.postgres, cfg.data_services.redis, cfg.data_services.qdrant))):
             out.append(Problem(path="octollm", message="OctoLLM needs dataServices with postgres, redis and qdrant"))
         elif cfg.data_services.host != cfg.octollm.host or cfg.data_services.network != cfg.octollm.network:
             out.append(Problem(path="octollm.network", message=(
@@ -302,6 +329,14 @@ def _references(cfg: StackConfig) -> list[Problem]:
             elif store.host != section.host:
                 out.append(Problem(path=f"{key}.dataStore", message=(
                     f"store {section.data_store!r} is on {store.host}, but {key} runs on {section.host}")))
+    ds = cfg.data_services
+    if ds is not None and ds.external is not None:
+        for key, val in (("postgresUrl", cfg.postgres_url), ("redisUrl", cfg.redis_url),
+                         ("qdrantApiKey", cfg.qdrant_api_key)):
+            if val is None:
+                out.append(Problem(path=key, message=(
+                    "is required when dataServices.external is set (the managed service's connection secret); "
+                    f"set it with `pulumi config set --secret {key} …`")))
     if cfg.homelab_ai and cfg.homelab_ai.backend not in cfg.all_inference:
         out.append(Problem(path="homelabAi.backend",
                            message=f"{cfg.homelab_ai.backend!r} is not an inference node; defined: "
@@ -375,6 +410,8 @@ def _ports(cfg: StackConfig) -> list[Problem]:
     out: list[Problem] = []
     seen: dict[tuple[str, int, str], str] = {}
     for p in inventory(cfg):
+        if cfg.hosts[p.host].kind == "kubernetes":
+            continue  # every Service has its own address
         if p.ports and p.network and cfg.hosts[p.host].networks[p.network].internal:
             out.append(Problem(path=p.path, message=(
                 f"publishes port {p.ports[0].port} but network {p.network} is internal, and Docker does not "

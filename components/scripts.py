@@ -80,6 +80,26 @@ def ollama_pull(container: str, models: list[str], wait_seconds: int = 300) -> s
     return "\n".join(lines) + "\n"
 
 
+def ollama_pull_job(models: list[str], wait_seconds: int = 120) -> str:
+    """Inside a Kubernetes Job: start a private Ollama on the shared volume, pull what is missing, stop."""
+    return "\n".join([
+        HEADER,
+        "ollama serve >/tmp/ollama-serve.log 2>&1 &",
+        "server=$!",
+        f"deadline=$(( $(date +%s) + {int(wait_seconds)} ))",
+        "until ollama list >/dev/null 2>&1; do",
+        '  if [ "$(date +%s)" -ge "$deadline" ]; then cat /tmp/ollama-serve.log >&2; exit 1; fi',
+        "  sleep 1",
+        "done",
+        f"models=({' '.join(q(m) for m in models)})",
+        'for model in "${models[@]}"; do',
+        '  if ollama show "$model" >/dev/null 2>&1; then echo "present: $model"; else ollama pull "$model" >/dev/null; echo "pulled: $model"; fi',
+        "done",
+        'kill "$server"',
+        'wait "$server" || true',
+    ]) + "\n"
+
+
 def zfs_dataset(dataset: str, mountpoint: str, recordsize: str, compression: str, owner: str) -> str:
     """Create a ZFS dataset tuned for its workload, or converge the properties of an existing one."""
     return HEADER + "\n".join([

@@ -15,7 +15,7 @@ from .workload import MountSpec, NfsSource
 @dataclass
 class SharedModelStoreArgs:
     config: ModelStoreConfig
-    server: DockerHost  # the host that holds the data
+    server: DockerHost  # the host (or Kubernetes namespace) that holds the data
     clients: dict[str, DockerHost] | None = None  # NFS clients by host name
     server_address: str | None = None
 
@@ -36,7 +36,9 @@ class SharedModelStore(pulumi.ComponentResource):
         self.server_host = args.server.name
         self.server_address = args.server_address or args.server.cfg.address
         owner = cfg.owner or args.server.cfg.data_owner
-        if cfg.kind == "hostPath":
+        if cfg.kind == "pvc":
+            self.ready = args.server.shared_claim(name, self, cfg.storage_class, cfg.size_gb)
+        elif cfg.kind == "hostPath":
             self.ready = args.server.ensure_dirs(f"{name}-dir", self, [cfg.path], owner=owner)
         elif cfg.kind == "zfs":
             self.ready = args.server.command(
@@ -52,6 +54,8 @@ class SharedModelStore(pulumi.ComponentResource):
 
     def mount(self, host_name: str, target: str, read_only: bool) -> MountSpec:
         """How a container on `host_name` sees the store: a bind mount on the server, NFS elsewhere."""
+        if self.kind == "pvc":
+            return MountSpec(target, self.name, "claim", read_only)
         if self.kind != "nfs" or host_name == self.server_host:
             return MountSpec(target, self.path, "bind", read_only)
         opts = f"addr={self.server_address},{'ro' if read_only else 'rw'},{self.cfg.mount_options}"

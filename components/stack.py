@@ -121,9 +121,8 @@ def build_hosts(cfg: StackConfig, stack: str, keys: dict[str, str]) -> dict[str,
 def deploy(cfg: StackConfig, private_keys: dict[str, str]) -> None:
     stack = pulumi.get_stack()
     if cfg.platform == "kubernetes":
-        raise pulumi.RunError(
-            f"stack {stack!r}: the kubernetes platform is not supported yet; this version deploys to Docker "
-            "hosts (platform: docker) only")
+        deploy_kubernetes(cfg, stack)
+        return
     hosts = build_hosts(cfg, stack, private_keys)
     secret = {k: (pulumi.Output.secret(v.get_secret_value()) if v is not None else None)
               for k, v in (("postgres", cfg.postgres_password), ("redis", cfg.redis_password),
@@ -162,9 +161,7 @@ def deploy(cfg: StackConfig, private_keys: dict[str, str]) -> None:
         oc = cfg.octollm
         octo = OctoArmService("octollm", OctoArmServiceArgs(
             config=oc, platform=hosts[oc.host], llm_url=nodes[oc.llm_endpoint].internal_url,
-            postgres_password=data.postgres_password, redis_password=data.redis_password,
-            qdrant_api_key=data.qdrant_api_key, postgres_user=cfg.data_services.postgres.user,
-            postgres_db=cfg.data_services.postgres.database,
+            **data_connections(cfg, data),
             openai_api_key=secret["openai"], anthropic_api_key=secret["anthropic"],
             labels={"orchestrator": unraid_labels(cfg, oc.host, "orchestrator", oc.orchestrator.port)}))
 
@@ -263,6 +260,21 @@ def scrape_jobs(cfg: StackConfig, nodes: dict[str, GpuInferenceNode], octo: Octo
     return jobs
 
 
+def data_connections(cfg: StackConfig, data: DataServices | None) -> dict:
+    """Connection strings for OctoLLM: the deployed data services, or the managed ones from secret config."""
+    ds = cfg.data_services
+    if ds is not None and ds.external is not None:
+        return {"database_url": pulumi.Output.secret(cfg.postgres_url.get_secret_value()),
+                "redis_url": pulumi.Output.secret(cfg.redis_url.get_secret_value()),
+                "qdrant_url": ds.external.qdrant_url,
+                "qdrant_api_key": pulumi.Output.secret(cfg.qdrant_api_key.get_secret_value())}
+    pg = ds.postgres
+    return {"database_url": pulumi.Output.concat("postgresql://", pg.user, ":", data.postgres_password,
+                                                 f"@postgres:5432/{pg.database}"),
+            "redis_url": pulumi.Output.concat("redis://:", data.redis_password, "@redis:6379/0"),
+            "qdrant_url": "http://qdrant:6333", "qdrant_api_key": data.qdrant_api_key}
+
+
 def secret_value(cfg: StackConfig) -> dict[str, pulumi.Output[str] | None]:
     fields = ("worker_redis_password", "load_balancer_users", "webui_secret_key")
     return {f: (pulumi.Output.secret(getattr(cfg, f).get_secret_value()) if getattr(cfg, f) else None)
@@ -329,3 +341,144 @@ def app_jobs(cfg: StackConfig, apps: dict) -> list[ScrapeJob]:
         jobs.append(ScrapeJob("open-webui", (f"http://{cfg.hosts[ow.host].address}:{ow.port}/health",),
                               probe_module="http_2xx"))
     return jobs
+
+
+def deploy_kubernetes(cfg: StackConfig, stack: str) -> None:
+    import pulumi_kubernetes as k8s
+
+    from .kubernetes_network import ClusterNetwork, ClusterNetworkArgs
+    from .kubernetes_platform import KubernetesPlatform, KubernetesPlatformArgs
+
+    (host_name, hc), = cfg.hosts.items()
+    kc = cfg.kubernetes
+    provider = k8s.Provider(
+        f"{host_name}-kubernetes",
+        # No kubeconfig in config: the ambient context (KUBECONFIG / ~/.kube/config), as kubectl.
+        kubeconfig=pulumi.Output.secret(cfg.kubeconfig.get_secret_value()) if cfg.kubeconfig else None,
+        context=kc.context, namespace=kc.namespace)
+    platform = KubernetesPlatform(host_name, KubernetesPlatformArgs(
+        host_name=host_name, config=hc, kube=kc, stack=stack, provider=provider, images=dict(cfg.images)))
+    stores = {name: SharedModelStore(name, SharedModelStoreArgs(config=sc, server=platform))
+              for name, sc in sorted(cfg.model_stores.items())}
+    nodes = {}
+    for name, nc in sorted(cfg.all_inference.items()):
+        key = rules.engine_image_key(nc, gpu=nc.gpu is not None and hc.has_gpu)
+        nodes[name] = GpuInferenceNode(name, GpuInferenceNodeArgs(
+            config=nc, platform=platform, image=nc.image or cfg.image(key),
+            store=stores.get(nc.model_store) if nc.model_store else None))
+    secret = {k: (pulumi.Output.secret(v.get_secret_value()) if v is not None else None)
+              for k, v in (("postgres", cfg.postgres_password), ("redis", cfg.redis_password),
+                           ("qdrant", cfg.qdrant_api_key), ("grafana", cfg.grafana_admin_password),
+                           ("openai", cfg.openai_api_key), ("anthropic", cfg.anthropic_api_key))}
+    ds = cfg.data_services
+    data = None
+    if ds is not None and ds.external is None:
+        data = DataServices("data", DataServicesArgs(
+            config=ds, platform=platform, postgres_password=secret["postgres"],
+            redis_password=secret["redis"], qdrant_api_key=secret["qdrant"]))
+    octo = None
+    if cfg.octollm:
+        oc = cfg.octollm
+        octo = OctoArmService("octollm", OctoArmServiceArgs(
+            config=oc, platform=platform, llm_url=nodes[oc.llm_endpoint].internal_url,
+            **data_connections(cfg, data), autoscale=True,
+            openai_api_key=secret["openai"], anthropic_api_key=secret["anthropic"]))
+    monitoring = None
+    jobs: list[ScrapeJob] = []
+    if cfg.monitoring:
+        mc = cfg.monitoring
+        probe_model = mc.probe_model or _default_probe_model(cfg)
+        jobs = scrape_jobs(cfg, nodes, octo, probe_model)
+        dsn = None
+        if data is not None and data.postgres_password is not None:
+            dsn = pulumi.Output.concat("postgresql://", ds.postgres.user, ":", data.postgres_password,
+                                       f"@postgres:5432/{ds.postgres.database}?sslmode=disable")
+        monitoring = MonitoringStack("monitoring", MonitoringStackArgs(
+            config=mc, central=platform, hosts={}, jobs=jobs, grafana_admin_password=secret["grafana"],
+            probe_model=probe_model, redis_password=data.redis_password if data else None, postgres_dsn=dsn,
+            data_host=platform if data else None, managed_dcgm=kc.managed_dcgm))
+        jobs = MonitoringStack._exporter_jobs(monitoring.args) + jobs
+    routes = {"orchestrator": ("orchestrator", cfg.octollm.orchestrator.port)} if octo else {}
+    if monitoring:
+        routes["grafana"] = ("grafana", 3000)
+    routes = {k: v for k, v in routes.items() if k in kc.ingress.hosts}
+    network = ClusterNetwork("network", ClusterNetworkArgs(
+        platform=platform, flows=kubernetes_flows(cfg, nodes, octo, jobs, secret), ingress=kc.ingress,
+        routes=routes))
+    pulumi.export("ingressHosts", network.hosts)
+    if monitoring:
+        pulumi.export("grafanaUrl", network.hosts.get("grafana", monitoring.grafana_url))
+        pulumi.export("grafanaAdminPassword", monitoring.grafana_admin_password)
+    urls = {}
+    for n in nodes.values():
+        urls.update(n.endpoints)
+    if data:
+        urls.update(data.urls)
+    if octo:
+        urls.update(octo.urls)
+    pulumi.export("urls", dict(sorted(urls.items())))
+    pulumi.export("models", {name: n.models for name, n in sorted(nodes.items())})
+    pulumi.export("capacity", rules.capacity(cfg))
+
+
+def _target_service(target: str) -> tuple[str, int]:
+    hostport = target.split("://", 1)[-1].split("/", 1)[0]
+    host, _, port = hostport.partition(":")
+    return host, int(port)
+
+
+def kubernetes_flows(cfg: StackConfig, nodes: dict, octo, jobs: list[ScrapeJob], secret: dict) -> list:
+    """Every connection the services make, as (source, destination, ports). Anything else is denied."""
+    from .kubernetes_network import EVERY_POD, Flow
+
+    flows: list[Flow] = []
+    for name, node in sorted(nodes.items()):
+        # Everything may call the LLM endpoint.
+        flows.append(Flow(EVERY_POD, name, (node.cfg.internal_port,)))
+        if node.pull is not None:
+            flows.append(Flow(f"{name}-pull-models", "world", (443,)))  # the model registry
+    ds = cfg.data_services
+    external = ds is not None and ds.external is not None
+    if octo is not None:
+        oc = cfg.octollm
+        arms = [s for s in octo.specs if s.name.startswith("arm-")]
+        talkers = ["orchestrator", "reflex-layer", *(a.name for a in arms)]
+        for s in ["reflex-layer", *(a.name for a in arms)]:
+            flows.append(Flow(s, "orchestrator", (oc.orchestrator.port,)))
+        for s in [*arms, next(x for x in octo.specs if x.name == "reflex-layer")]:
+            flows.append(Flow("orchestrator", s.name, (s.ports[0].container,)))
+        if external:
+            flows += [Flow(s, "world", (5432, 6379, 443, 6333, 6334)) for s in talkers]
+        else:
+            flows += [Flow(s, "redis", (6379,)) for s in talkers]
+            flows += [Flow(s, "qdrant", (6333, 6334)) for s in talkers if s != "reflex-layer"]
+            flows.append(Flow("orchestrator", "postgres", (5432,)))
+        if secret.get("openai") is not None or secret.get("anthropic") is not None:
+            flows.append(Flow("orchestrator", "world", (443,)))  # cloud API fallback
+    if cfg.monitoring:
+        for job in jobs:
+            for t in job.targets:
+                svc, port = _target_service(t)
+                if job.probe_module:
+                    flows.append(Flow("blackbox-exporter", svc, (port,)))
+                else:
+                    flows.append(Flow("prometheus", svc, (port,)))
+        flows.append(Flow("prometheus", "blackbox-exporter", (9115,)))
+        flows += [Flow("grafana", "prometheus", (9090,)), Flow("grafana", "loki", (3100,)),
+                  Flow("alloy", "loki", (3100,)), Flow("alloy", "world", (443,))]  # the Kubernetes API
+        if not external and ds is not None:
+            flows += [Flow("postgres-exporter", "postgres", (5432,)), Flow("redis-exporter", "redis", (6379,))]
+    ing = cfg.kubernetes.ingress
+    if octo is not None:
+        flows.append(Flow(f"ns:{ing.controller_namespace}", "orchestrator", (cfg.octollm.orchestrator.port,)))
+    if cfg.monitoring:
+        flows.append(Flow(f"ns:{ing.controller_namespace}", "grafana", (3000,)))
+    # merge flows between the same pair
+    merged: dict[tuple[str, str], set[int]] = {}
+    for f in flows:
+        merged.setdefault((f.src, f.dst), set()).update(f.ports)
+    # A flow already open to every pod needs no per-source rule.
+    for (s, d), p in merged.items():
+        if s != EVERY_POD and (EVERY_POD, d) in merged:
+            p -= merged[(EVERY_POD, d)]
+    return [Flow(s, d, tuple(sorted(p))) for (s, d), p in sorted(merged.items()) if p]

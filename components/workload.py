@@ -33,8 +33,8 @@ class NfsSource:
 @dataclass(frozen=True)
 class MountSpec:
     target: str
-    source: str  # host path (bind), volume name (volume) or store name (store)
-    kind: Literal["bind", "volume", "nfs"] = "bind"
+    source: str  # host path (bind), volume name (volume), claim name (claim)
+    kind: Literal["bind", "volume", "nfs", "claim"] = "bind"
     read_only: bool = False
     nfs: NfsSource | None = None
 
@@ -95,6 +95,10 @@ class ServiceSpec:
     docker_socket: bool = False  # mounts /var/run/docker.sock read-only
     wait_healthy: bool = False  # block dependants until the health check passes
     single_gpu: bool = False  # stop the old instance before starting the new one
+    # Kubernetes only: horizontal scaling and disruption budget
+    autoscale: tuple[int, int, int] | None = None  # (min replicas, max replicas, target CPU %)
+    service_account: str | None = None  # Kubernetes: the pod talks to the API (log shipping)
+    needs_root: bool = False  # the image only works as root (Kubernetes then cannot enforce runAsNonRoot)
 
 
 def http_health(port: int, path: str, tool: Literal["wget", "curl", "bash", "python"] = "wget",

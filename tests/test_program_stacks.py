@@ -1,7 +1,4 @@
-"""dev, and the stacks later work fills in: they parse, and stop with one clear message."""
-
-from pulumi import RunError
-
+"""The dev stack: what a newcomer deploys first."""
 
 def test_dev_stack_uses_the_local_socket_and_no_gpu(run):
     r = run("dev")
@@ -16,11 +13,3 @@ def test_dev_stack_uses_the_local_socket_and_no_gpu(run):
     assert {r.type for r in r.registrations if r.type.startswith("command:")} == {"command:local:Command"}
     assert r.by_name("ollama-pull-models").inputs["triggers"] == ["qwen2.5:0.5b"]
     assert r.outputs["urls"] == {"ollama": "http://127.0.0.1:11434"}
-
-
-def test_gke_parses_and_stops_with_one_clear_message(run):
-    r = run("gke")
-    assert isinstance(r.error, RunError)
-    assert "kubernetes platform is not supported yet" in str(r.error)
-    assert "Traceback" not in str(r.error)
-    assert [x for x in r.registrations if not x.type.startswith("pulumi:providers")] == []

@@ -102,3 +102,8 @@ def test_ollama_pull_skips_present_models_and_waits(tmp_path):
     assert proc.stdout.splitlines() == ["present: llama3.1:8b", "pulled: nomic-embed-text"]
     calls = log.read_text()
     assert "ollama pull nomic-embed-text" in calls and "ollama pull llama3.1:8b" not in calls
+
+
+def test_kubernetes_model_pull_job_script_passes_shellcheck(tmp_path):
+    proc = shellcheck(scripts.ollama_pull_job(["llama3.1:8b", "nomic-embed-text"]), tmp_path, "job")
+    assert proc.returncode == 0, proc.stdout
