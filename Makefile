@@ -42,7 +42,7 @@ test: setup
 
 ## Program time under the mock engine, per stack (figures only).
 bench: setup
-	$(PY) benchmarks/bench.py
+	$(PY) benchmarks/bench.py --scale 1 10 50
 
 preview: setup pulumi-cli
 	$(PULUMI) preview --stack $(STACK) --diff

@@ -547,6 +547,8 @@ class StackConfig(Model):
     workers: WorkerConfig | None = None
     homelab_ai: HomelabAiConfig | None = None
     images: dict[str, str] = {}
+    rotate: dict[Literal["postgres", "redis", "qdrant", "grafana", "workerRedis", "webuiSecretKey"], str] = Field(
+        default={}, description="change a value to regenerate that generated secret, e.g. postgres: 2026-11")
     # secrets: must be set with `pulumi config set --secret`
     postgres_password: SecretStr | None = None
     redis_password: SecretStr | None = None

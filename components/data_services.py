@@ -7,17 +7,23 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_random as random
 
+from . import scripts
 from .config import DataServicesConfig, RedisConfig
 from .docker_host import DockerHost
 from .workload import HealthSpec, MountSpec, PortSpec, ServiceSpec, http_health
 
 
 def secret_or_generated(parent: pulumi.Resource, name: str, given: pulumi.Input[str] | None,
-                        length: int = 32) -> pulumi.Output[str]:
-    """The configured secret, or a generated one that stays stable across runs (kept in state)."""
+                        length: int = 32, rotation: str | None = None) -> pulumi.Output[str]:
+    """The configured secret, or a generated one that stays stable across runs (kept in state).
+
+    A new `rotation` value regenerates it (a keeper), and only the services that use it change.
+    """
     if given is not None:
         return pulumi.Output.secret(given)
-    pw = random.RandomPassword(name, length=length, special=False, opts=pulumi.ResourceOptions(parent=parent))
+    pw = random.RandomPassword(name, length=length, special=False,
+                               keepers={"rotation": rotation} if rotation else None,
+                               opts=pulumi.ResourceOptions(parent=parent))
     # The engine marks `result` secret through additional_secret_outputs; wrapping it here as well
     # keeps it secret in every input it flows into, whatever engine runs the program.
     return pulumi.Output.secret(pw.result)
@@ -31,6 +37,7 @@ class DataServicesArgs:
     redis_password: pulumi.Input[str] | None = None
     qdrant_api_key: pulumi.Input[str] | None = None
     labels: dict[str, dict[str, str]] | None = None  # extra labels per service (Unraid UI)
+    rotate: dict[str, str] | None = None
 
 
 class DataServices(pulumi.ComponentResource):
@@ -54,7 +61,8 @@ class DataServices(pulumi.ComponentResource):
 
         if cfg.postgres:
             pg = cfg.postgres
-            self.postgres_password = secret_or_generated(self, f"{name}-postgres-password", args.postgres_password)
+            self.postgres_password = secret_or_generated(self, f"{name}-postgres-password", args.postgres_password,
+                                                         rotation=(args.rotate or {}).get("postgres"))
             self.containers["postgres"] = host.run(ServiceSpec(
                 name="postgres", image=host.image_ref("postgres"),
                 cpus=pg.limits.cpus, memory_gb=pg.limits.memory_gb,
@@ -66,12 +74,19 @@ class DataServices(pulumi.ComponentResource):
                 health=HealthSpec(("CMD", "pg_isready", "-U", pg.user, "-d", pg.database), port=5432),
                 user=owner, network=cfg.network, stateful=True, labels=labels.get("postgres", {}),
             ), self, depends_on=[data_dirs])
+            if host.kind == "docker":
+                # Re-runs when the password changes (stdin is an input), so a rotation reaches the data.
+                host.command(f"{name}-postgres-password-sync", self,
+                             scripts.postgres_set_password(host.container_name("postgres"), pg.user, pg.database),
+                             stdin=self.postgres_password.apply(lambda pw: pw + "\n"),
+                             depends_on=[self.containers["postgres"]])
             self.urls["postgres"] = host.url("postgres", pg.port, 5432).replace("http://", "postgresql://") + \
                 f"/{pg.database}"
 
         if cfg.redis:
             r = cfg.redis
-            self.redis_password = secret_or_generated(self, f"{name}-redis-password", args.redis_password)
+            self.redis_password = secret_or_generated(self, f"{name}-redis-password", args.redis_password,
+                                                      rotation=(args.rotate or {}).get("redis"))
             self.containers["redis"] = host.run(redis_spec(
                 "redis", host.image_ref("redis"), r, bind, host.appdata("redis"), owner, cfg.network,
                 self.redis_password, labels.get("redis", {})), self, depends_on=[data_dirs])
@@ -79,7 +94,8 @@ class DataServices(pulumi.ComponentResource):
 
         if cfg.qdrant:
             qd = cfg.qdrant
-            self.qdrant_api_key = secret_or_generated(self, f"{name}-qdrant-api-key", args.qdrant_api_key)
+            self.qdrant_api_key = secret_or_generated(self, f"{name}-qdrant-api-key", args.qdrant_api_key,
+                                                      rotation=(args.rotate or {}).get("qdrant"))
             self.containers["qdrant"] = host.run(ServiceSpec(
                 name="qdrant", image=host.image_ref("qdrant"),
                 cpus=qd.limits.cpus, memory_gb=qd.limits.memory_gb,

@@ -13,6 +13,7 @@ import pulumi
 import yaml
 
 from .config import MonitoringConfig
+from . import scripts
 from .data_services import secret_or_generated
 from .docker_host import DockerHost
 from .workload import ConfigFileSpec, GpuSpec, HealthSpec, MountSpec, PortSpec, ServiceSpec, http_health
@@ -42,6 +43,7 @@ class MonitoringStackArgs:
     data_network: str | None = None
     labels: dict[str, dict[str, str]] = field(default_factory=dict)
     managed_dcgm: bool = False  # Kubernetes: GKE's managed DCGM metrics, no DaemonSet
+    rotate: str | None = None  # a new value regenerates the Grafana admin password
 
 
 GPU_FIELDS = [
@@ -314,7 +316,7 @@ class MonitoringStack(pulumi.ComponentResource):
         jobs = list(args.jobs) + self._exporter_jobs(args)
         self.scrape_jobs = sorted(j.job for j in jobs)
         self.grafana_admin_password = secret_or_generated(self, f"{name}-grafana-admin-password",
-                                                          args.grafana_admin_password)
+                                                          args.grafana_admin_password, rotation=args.rotate)
 
         dirs = central.ensure_dirs(f"{name}-data-dirs", self,
                                    [central.appdata(s) for s in ("prometheus", "grafana", "loki")])
@@ -349,6 +351,11 @@ class MonitoringStack(pulumi.ComponentResource):
             health=http_health(3000, "/api/health"), user=central.cfg.data_owner, network=cfg.network,
             stateful=True, labels=labels.get("grafana", {}),
         ), self, depends_on=[dirs])
+        if central.kind == "docker":
+            central.command(f"{name}-grafana-password-sync", self,
+                            scripts.grafana_set_admin_password(central.container_name("grafana")),
+                            stdin=self.grafana_admin_password.apply(lambda pw: pw + "\n"),
+                            depends_on=[self.containers["grafana"]])
         self.containers["loki"] = central.run(ServiceSpec(
             name="loki", image=central.image_ref("loki"),
             cpus=cfg.limits.loki.cpus, memory_gb=cfg.limits.loki.memory_gb,

@@ -60,9 +60,9 @@ def service_specs(args: OctoArmServiceArgs) -> list[ServiceSpec]:
     if args.anthropic_api_key is not None:
         orch_secret["ANTHROPIC_API_KEY"] = args.anthropic_api_key
         fallback.append("anthropic")
-    arm_urls = {f"ARM_{a.upper().replace('-', '_')}_URL": f"http://arm-{a}:{p.port}"
-                for a, p in sorted(cfg.arms.items())}
-    orch_env = {**common_env, **arm_urls, "REFLEX_URL": f"http://reflex-layer:{cfg.reflex.port}",
+    # Arms register themselves with the orchestrator (ARM_NAME, ARM_URL): adding an arm does not
+    # touch the orchestrator's inputs, so it is not restarted.
+    orch_env = {**common_env, "REFLEX_URL": f"http://reflex-layer:{cfg.reflex.port}",
                 "LLM_FALLBACK": ",".join(fallback) or "none", "LLM_MAX_PARALLEL": "4"}
     orchestrator_url = f"http://orchestrator:{cfg.orchestrator.port}"
     out = [
@@ -72,7 +72,8 @@ def service_specs(args: OctoArmServiceArgs) -> list[ServiceSpec]:
     ]
     for arm, p in sorted(cfg.arms.items()):
         out.append(spec(f"arm-{arm}", f"arm-{arm}", p,
-                        {**common_env, "ORCHESTRATOR_URL": orchestrator_url, "ARM_NAME": arm}, common_secret))
+                        {**common_env, "ORCHESTRATOR_URL": orchestrator_url, "ARM_NAME": arm,
+                         "ARM_URL": f"http://arm-{arm}:{p.port}"}, common_secret))
     return out
 
 

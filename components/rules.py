@@ -78,7 +78,20 @@ def inference_instances(name: str, node: InferenceConfig) -> list[tuple[str, int
     return out
 
 
+_INVENTORIES: dict[int, tuple[StackConfig, list[Placement]]] = {}
+
+
 def inventory(cfg: StackConfig) -> list[Placement]:
+    """Every container the config places, computed once per (immutable) config."""
+    hit = _INVENTORIES.get(id(cfg))
+    if hit is not None and hit[0] is cfg:
+        return hit[1]
+    places = _inventory(cfg)
+    _INVENTORIES[id(cfg)] = (cfg, places)
+    return places
+
+
+def _inventory(cfg: StackConfig) -> list[Placement]:
     out: list[Placement] = []
     for name, node in sorted(cfg.all_inference.items()):
         host = cfg.hosts.get(node.host)

@@ -345,3 +345,39 @@ def preflight(spec: PreflightSpec) -> str:
         'echo "preflight ok on host $host"',
     ]
     return "\n".join(L) + "\n"
+
+
+def postgres_set_password(container: str, user: str, database: str, wait_seconds: int = 120) -> str:
+    """Apply the configured password to an existing database (POSTGRES_PASSWORD only acts on first init).
+
+    The password arrives on stdin and reaches psql as a quoted variable, never on a command line.
+    """
+    return "\n".join([
+        HEADER,
+        "IFS= read -r pw",
+        f"container={q(container)}",
+        f"deadline=$(( $(date +%s) + {int(wait_seconds)} ))",
+        f'until docker exec "$container" pg_isready -U {q(user)} -d {q(database)} >/dev/null 2>&1; do',
+        '  if [ "$(date +%s)" -ge "$deadline" ]; then echo "postgres in $container is not ready" >&2; exit 1; fi',
+        "  sleep 2",
+        "done",
+        f"printf '%s\\n' \"ALTER USER {user} WITH PASSWORD :'pw';\" |",
+        f'  docker exec -i "$container" psql -v ON_ERROR_STOP=1 -q -U {q(user)} -d {q(database)} -v "pw=$pw" >/dev/null',
+        'echo "password applied"',
+    ]) + "\n"
+
+
+def grafana_set_admin_password(container: str, wait_seconds: int = 180) -> str:
+    """Apply the configured admin password (GF_SECURITY_ADMIN_PASSWORD only acts on first start)."""
+    return "\n".join([
+        HEADER,
+        "IFS= read -r pw",
+        f"container={q(container)}",
+        f"deadline=$(( $(date +%s) + {int(wait_seconds)} ))",
+        "until printf '%s\\n' \"$pw\" | docker exec -i \"$container\" grafana cli --homepath /usr/share/grafana "
+        "admin reset-admin-password --password-from-stdin >/dev/null 2>&1; do",
+        '  if [ "$(date +%s)" -ge "$deadline" ]; then echo "grafana in $container did not accept the password" >&2; exit 1; fi',
+        "  sleep 3",
+        "done",
+        'echo "password applied"',
+    ]) + "\n"

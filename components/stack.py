@@ -153,7 +153,7 @@ def deploy(cfg: StackConfig, private_keys: dict[str, str]) -> None:
         ds = cfg.data_services
         data = DataServices("data", DataServicesArgs(
             config=ds, platform=hosts[ds.host], postgres_password=secret["postgres"],
-            redis_password=secret["redis"], qdrant_api_key=secret["qdrant"],
+            redis_password=secret["redis"], qdrant_api_key=secret["qdrant"], rotate=dict(cfg.rotate),
             labels={"qdrant": unraid_labels(cfg, ds.host, "qdrant", ds.qdrant.http_port if ds.qdrant else None)}))
 
     octo = None
@@ -183,7 +183,7 @@ def deploy(cfg: StackConfig, private_keys: dict[str, str]) -> None:
             probe_model=probe_model,
             redis_password=data.redis_password if data else None, postgres_dsn=dsn,
             data_host=hosts[cfg.data_services.host] if data else None,
-            data_network=cfg.data_services.network if data else None,
+            data_network=cfg.data_services.network if data else None, rotate=cfg.rotate.get("grafana"),
             labels={s: unraid_labels(cfg, mc.host, s, p) for s, p in
                     (("grafana", mc.grafana_port), ("prometheus", mc.prometheus_port))}))
         pulumi.export("grafanaUrl", monitoring.grafana_url)

@@ -99,10 +99,10 @@ class Mocks(pmocks.Mocks):
     def new_resource(self, args: pmocks.MockResourceArgs):
         state = dict(args.inputs)
         if args.typ == "docker:index/remoteImage:RemoteImage":
-            state["imageId"] = f"sha256:{abs(hash(args.inputs['name'])) % 10**12:012d}"
             state["imageId"] = f"{args.inputs['name']}@id"
         elif args.typ == "random:index/randomPassword:RandomPassword":
-            state["result"] = f"generated-{args.name}"
+            rotation = (args.inputs.get("keepers") or {}).get("rotation")
+            state["result"] = f"generated-{args.name}" + (f"-{rotation}" if rotation else "")
         elif args.typ.startswith("command:"):
             state.setdefault("stdout", "")
             state.setdefault("stderr", "")

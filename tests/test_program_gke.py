@@ -221,7 +221,8 @@ def test_network_policies_allow_exactly_the_paths_in_use(gke):
             values += list(secrets.get(f"{name}-env", {}).values())
             for v in values:
                 hit = URL.match(v)
-                if hit and hit.group(1) in kinds(gke, "Service"):
+                # (an arm's ARM_URL is its own advertised address, not a connection it makes)
+                if hit and hit.group(1) in kinds(gke, "Service") and hit.group(1) != name:
                     assert _allowed(policies, name, hit.group(1), int(hit.group(2))), (name, v)
                     checked += 1
     assert checked > 30
