@@ -1,0 +1,107 @@
+"""Policy pack checks: each fails on a crafted violation; every real stack passes every mandatory one."""
+
+import py_compile
+
+import pytest
+
+from harness import ROOT
+from policy.checks import CHECKS, SECRET_SIG, SECRET_VALUE, Opts, run_check
+
+BY_NAME = {c.name: c for c in CHECKS}
+OK_CONTAINER = {
+    "name": "octollm-x", "image": "repo/x:1.0@id", "memory": 512, "restart": "unless-stopped",
+    "healthcheck": {"tests": ["CMD", "true"]}, "logOpts": {"max-size": "10m"},
+    "ports": [{"internal": 11434, "external": 11434, "ip": "10.0.0.5"}], "envs": ["A=b"],
+}
+OK_POD = {"spec": {"template": {"spec": {"containers": [{
+    "name": "x", "image": "repo/x:1.0", "env": [],
+    "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+    "securityContext": {"runAsNonRoot": True}, "readinessProbe": {}, "livenessProbe": {}}]}}}}
+C, D = "docker:index/container:Container", "kubernetes:apps/v1:Deployment"
+
+
+def pod(**container):
+    import copy
+    p = copy.deepcopy(OK_POD)
+    p["spec"]["template"]["spec"]["containers"][0].update(container)
+    return p
+
+
+VIOLATIONS = {
+    "gpu-device-requests": (C, {**OK_CONTAINER, "runtime": "nvidia"}, Opts(delete_before_replace=True), ""),
+    "images-pinned": (C, {**OK_CONTAINER, "image": "ollama/ollama:latest"}, Opts(delete_before_replace=True), ""),
+    "memory-limits": (D, pod(resources={"requests": {"cpu": "1"}, "limits": {"cpu": "1"}}), Opts(), ""),
+    "restart-policy": (C, {**OK_CONTAINER, "restart": "no"}, Opts(delete_before_replace=True), ""),
+    "health-checks": (C, {k: v for k, v in OK_CONTAINER.items() if k != "healthcheck"},
+                      Opts(delete_before_replace=True), ""),
+    "no-privileged": (C, {**OK_CONTAINER, "privileged": True}, Opts(delete_before_replace=True), ""),
+    "docker-socket-allowlist": (C, {**OK_CONTAINER, "mounts": [{"source": "/var/run/docker.sock",
+                                                                "target": "/var/run/docker.sock"}]},
+                                Opts(delete_before_replace=True), ""),
+    "secret-env-values": (C, {**OK_CONTAINER, "envs": ["POSTGRES_PASSWORD=hunter2"]}, Opts(delete_before_replace=True), ""),
+    "llm-ports-bound": (C, {**OK_CONTAINER, "ports": [{"internal": 11434, "external": 11434, "ip": "0.0.0.0"}]},
+                        Opts(delete_before_replace=True), ""),
+    "stateful-protected": ("command:remote:Command", {"create": "mkdir -p /data"}, Opts(), "data-data-dirs"),
+    "k8s-no-host-namespaces": (D, {"spec": {"template": {"spec": {**OK_POD["spec"]["template"]["spec"],
+                                                                 "hostNetwork": True}}}}, Opts(), ""),
+    "k8s-resources": (D, pod(resources={"limits": {"cpu": "1", "memory": "1Gi"}}), Opts(), ""),
+    "k8s-non-root": (D, pod(securityContext={}), Opts(), ""),
+    "k8s-probes": (D, {"spec": {"template": {"spec": {"containers": [
+        {k: v for k, v in OK_POD["spec"]["template"]["spec"]["containers"][0].items() if k != "livenessProbe"}]}}}},
+        Opts(), ""),
+    "log-rotation": (C, {**OK_CONTAINER, "logOpts": {}}, Opts(delete_before_replace=True), ""),
+    "fixed-names-replace-first": (C, OK_CONTAINER, Opts(delete_before_replace=False), ""),
+}
+
+
+def test_at_least_twelve_policies_with_stable_unique_ids():
+    assert len(CHECKS) >= 12
+    assert len({c.id for c in CHECKS}) == len(CHECKS) == len({c.name for c in CHECKS})
+    assert all(c.enforcement in ("mandatory", "advisory", "remediate") for c in CHECKS)
+    assert set(VIOLATIONS) == set(BY_NAME)
+
+
+@pytest.mark.parametrize("name", sorted(VIOLATIONS))
+def test_each_policy_fails_on_a_crafted_violation(name):
+    t, props, opts, rname = VIOLATIONS[name]
+    assert run_check(BY_NAME[name], t, props, opts, rname), name
+    # ...and the others stay quiet on it where they do not apply to the same fault
+    ok = OK_CONTAINER if t == C else OK_POD
+    fixed_opts = Opts(protect=True, delete_before_replace=True)
+    assert run_check(BY_NAME[name], t, ok if t in (C, D) else props, fixed_opts, rname) == [], name
+
+
+def test_secret_env_passes_when_the_value_is_secret():
+    props = {**OK_CONTAINER, "envs": ["A=b", {SECRET_SIG: SECRET_VALUE, "value": "POSTGRES_PASSWORD=x"}]}
+    assert run_check(BY_NAME["secret-env-values"], C, props, Opts()) == []
+
+
+def test_allowlists_come_from_policy_config():
+    props = {**OK_CONTAINER, "name": "watchtower",
+             "mounts": [{"source": "/var/run/docker.sock", "target": "/var/run/docker.sock"}]}
+    check = BY_NAME["docker-socket-allowlist"]
+    assert run_check(check, C, props, Opts())
+    assert run_check(check, C, props, Opts(), config={"dockerSocketAllowed": ["watchtower"]}) == []
+
+
+@pytest.mark.parametrize("stack", ["unraid", "homelab", "gke", "dev"])
+def test_every_real_stack_passes_every_mandatory_policy(run, stack):
+    r = run(stack)
+    assert r.error is None, r.error
+    failures = []
+    for reg in r.registrations:
+        opts = Opts(protect=reg.protect, delete_before_replace=reg.delete_before_replace,
+                    retain_on_delete=reg.retain_on_delete)
+        for c in CHECKS:
+            if c.enforcement == "advisory":
+                continue
+            for msg in run_check(c, reg.type, reg.raw, opts, reg.name):
+                failures.append(f"{c.id} {reg.name}: {msg}")
+    assert not failures, "\n".join(failures)
+
+
+def test_the_pack_program_compiles_and_names_every_check():
+    py_compile.compile(str(ROOT / "policy" / "__main__.py"), doraise=True)
+    text = (ROOT / "policy" / "__main__.py").read_text()
+    assert "for c in CHECKS" in text
+    import pulumi_policy  # noqa: F401  (the pack's dependency is installed and importable)
