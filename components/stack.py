@@ -58,7 +58,8 @@ def load() -> tuple[StackConfig, dict[str, str]]:
     raw, secret_keys = read_raw_config()
     try:
         cfg, warnings = load_stack_config(raw, secret_keys)
-        keys = read_private_keys(cfg)
+        # The offline plan runs without the operator's SSH keys; nothing is contacted there.
+        keys = {} if os.environ.get("OCTOLLM_OFFLINE_PLAN") == "1" else read_private_keys(cfg)
     except ConfigError as exc:
         raise pulumi.RunError(exc.render()) from None
     for w in warnings:

@@ -1,0 +1,228 @@
+"""Run the real __main__.py against a real Pulumi.<stack>.yaml under Pulumi's mock engine.
+
+`run_stack()` returns every registration the program made (type, name, inputs with secrets
+marked, parent, provider, options, dependencies) and the stack's exported outputs. The tests and
+the offline plan (`python -m components.plan`) both use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import os
+import runpy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from google.protobuf import json_format
+from pulumi.runtime import mocks as pmocks
+from pulumi.runtime import rpc, settings
+from pulumi.runtime.stack import run_in_stack, run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = "octollm-infra"
+SECRET_SIG = rpc._special_sig_key
+SECRET_VALUE = rpc._special_secret_sig
+
+
+@dataclass
+class Registration:
+    type: str
+    name: str
+    urn: str
+    parent: str
+    provider: str
+    protect: bool
+    retain_on_delete: bool
+    delete_before_replace: bool
+    dependencies: list[str]
+    inputs: dict  # secrets unwrapped
+    raw: dict  # wire form: secrets wrapped in {SECRET_SIG: SECRET_VALUE, "value": …}
+    ignore_changes: list[str]
+
+    def is_secret(self, key: str) -> bool:
+        v = self.raw.get(key)
+        return isinstance(v, dict) and v.get(SECRET_SIG) == SECRET_VALUE
+
+
+@dataclass
+class Result:
+    stack: str
+    registrations: list[Registration]
+    outputs: dict
+    raw_outputs: dict
+    logs: list[tuple[str, str]] = field(default_factory=list)
+    error: BaseException | None = None
+
+    def of_type(self, t: str) -> list[Registration]:
+        return [r for r in self.registrations if r.type == t]
+
+    def by_name(self, name: str) -> Registration:
+        found = [r for r in self.registrations if r.name == name]
+        assert len(found) == 1, f"{name}: {len(found)} registrations"
+        return found[0]
+
+    def names(self) -> set[str]:
+        return {r.name for r in self.registrations}
+
+    def urn_of(self, name: str) -> str:
+        return self.by_name(name).urn
+
+    def name_of_urn(self, urn: str) -> str:
+        return urn.rsplit("::", 1)[-1]
+
+    def containers(self) -> dict[str, Registration]:
+        return {r.inputs["name"]: r for r in self.of_type("docker:index/container:Container")}
+
+    def fingerprint(self) -> str:
+        """Byte-exact serialisation of everything registered. Registration order is not an input
+        (the engine orders by dependencies), so rows are sorted by URN; list order inside inputs is kept."""
+        rows = sorted([r.urn, r.type, r.parent, r.provider, r.protect, r.retain_on_delete,
+                       r.delete_before_replace, sorted(r.dependencies), r.raw] for r in self.registrations)
+        return json.dumps(rows, sort_keys=False)
+
+    def plain_strings(self) -> list[str]:
+        """Every string registered outside a secret wrapper (inputs of all resources, and outputs)."""
+        out: list[str] = []
+        for r in self.registrations:
+            _plain_strings(r.raw, out)
+        _plain_strings(self.raw_outputs, out)
+        return out
+
+
+class Mocks(pmocks.Mocks):
+    def new_resource(self, args: pmocks.MockResourceArgs):
+        state = dict(args.inputs)
+        if args.typ == "docker:index/remoteImage:RemoteImage":
+            state["imageId"] = f"{args.inputs['name']}@id"
+        elif args.typ == "random:index/randomPassword:RandomPassword":
+            rotation = (args.inputs.get("keepers") or {}).get("rotation")
+            state["result"] = f"generated-{args.name}" + (f"-{rotation}" if rotation else "")
+        elif args.typ.startswith("command:"):
+            state.setdefault("stdout", "")
+            state.setdefault("stderr", "")
+        return f"{args.name}-id", state
+
+    def call(self, args: pmocks.MockCallArgs):
+        return {}
+
+
+class RecordingMonitor(pmocks.MockMonitor):
+    def __init__(self, mocks):
+        super().__init__(mocks)
+        self.registrations: list[Registration] = []
+        self.outputs: dict[str, Any] = {}
+
+    def RegisterResource(self, request):
+        resp = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            raw = json_format.MessageToDict(request.object)
+            inputs = pmocks.rpc.deserialize_properties(request.object)
+            self.registrations.append(Registration(
+                type=request.type, name=request.name, urn=resp.urn, parent=request.parent,
+                provider=request.provider, protect=bool(request.protect),
+                retain_on_delete=bool(request.retainOnDelete),
+                delete_before_replace=bool(request.deleteBeforeReplace),
+                dependencies=list(request.dependencies), inputs=unwrap(inputs), raw=raw,
+                ignore_changes=list(request.ignoreChanges)))
+        return resp
+
+    def RegisterResourceOutputs(self, request):
+        if request.urn.split("::")[2] == "pulumi:pulumi:Stack":
+            # set_mocks also finishes a placeholder root stack with no outputs; its RPC can land
+            # after the program's, so merge rather than overwrite.
+            self.outputs.update(json_format.MessageToDict(request.outputs))
+        return super().RegisterResourceOutputs(request)
+
+
+def _plain_strings(v, out: list[str]) -> None:
+    if isinstance(v, dict):
+        if v.get(SECRET_SIG) == SECRET_VALUE:
+            return
+        for x in v.values():
+            _plain_strings(x, out)
+    elif isinstance(v, list):
+        for x in v:
+            _plain_strings(x, out)
+    elif isinstance(v, str):
+        # provider inputs travel JSON-encoded
+        if v[:1] in "[{":
+            try:
+                _plain_strings(json.loads(v), out)
+                return
+            except ValueError:
+                pass
+        out.append(v)
+
+
+def _plain(v):
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    return v
+
+
+def unwrap(v):
+    if isinstance(v, dict):
+        if v.get(SECRET_SIG) == SECRET_VALUE:
+            return unwrap(v.get("value"))
+        return {k: unwrap(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [unwrap(x) for x in v]
+    return v
+
+
+def stack_config(stack: str, root: Path | None = None) -> dict:
+    """The stack file's `octollm-infra:` keys, as the YAML gives them."""
+    doc = yaml.safe_load(((root or ROOT) / f"Pulumi.{stack}.yaml").read_text())
+    return {k.split(":", 1)[1]: v for k, v in (doc.get("config") or {}).items() if k.startswith(PROJECT + ":")}
+
+
+def run_stack(stack: str, config: dict | None = None, secrets: dict | None = None,
+              home: str | None = None, preview: bool = False) -> Result:
+    """Run __main__.py with `config` (default: the stack file) plus `secrets` as secret config."""
+    cfg = copy.deepcopy(stack_config(stack) if config is None else config)
+    secrets = secrets or {}
+    wire = {}
+    for k, v in {**cfg, **secrets}.items():
+        wire[f"{PROJECT}:{k}"] = v if isinstance(v, str) else json.dumps(v)
+    mocks = Mocks()
+    monitor = RecordingMonitor(mocks)
+    settings.set_root_resource(None)  # type: ignore[arg-type]
+    pmocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
+    settings.set_root_resource(None)  # type: ignore[arg-type]
+    pulumi.runtime.set_all_config(wire, [f"{PROJECT}:{k}" for k in secrets])
+    logs: list[tuple[str, str]] = []
+    error = None
+    old_home = os.environ.get("HOME")
+    if home is not None:
+        os.environ["HOME"] = home
+    engine = settings.SETTINGS.engine
+    orig_log = engine.Log
+
+    def capture(req):
+        logs.append((["debug", "info", "warning", "error"][req.severity], req.message))
+        return orig_log(req)
+
+    engine.Log = capture
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            _sync_await(run_pulumi_func(lambda: run_in_stack(
+                lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__"))))
+    except BaseException as exc:  # noqa: BLE001 - the test inspects it
+        error = exc
+    finally:
+        engine.Log = orig_log
+        if home is not None:
+            if old_home is None:
+                os.environ.pop("HOME", None)
+            else:
+                os.environ["HOME"] = old_home
+    return Result(stack, monitor.registrations, unwrap(monitor.outputs), monitor.outputs, logs, error)
