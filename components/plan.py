@@ -13,7 +13,9 @@ This is a plan of inputs, not a preview: it cannot see the state of the hosts.
 from __future__ import annotations
 
 import argparse
+import hmac
 import json
+import secrets
 import os
 import shutil
 import subprocess
@@ -26,12 +28,27 @@ import yaml
 from .mock_engine import PROJECT, ROOT, SECRET_SIG, SECRET_VALUE, run_stack
 
 HIDDEN = "[secret]"
+# Secrets are shown as an HMAC under a key that lives only as long as this plan (and the child plans
+# of a diff, which inherit it): a changed secret shows as changed, and nothing about its value leaks.
+_KEY_ENV = "OCTOLLM_PLAN_SECRET_KEY"
+os.environ.setdefault(_KEY_ENV, secrets.token_hex(32))
+
+
+def _secret_token(v) -> str:
+    digest = hmac.new(bytes.fromhex(os.environ[_KEY_ENV]), json.dumps(v, sort_keys=True).encode(), "sha256")
+    return f"{HIDDEN[:-1]}:{digest.hexdigest()[:12]}]"
+
+
+def _is_hidden(v) -> bool:
+    return isinstance(v, str) and v.startswith(HIDDEN[:-1])
 
 
 def _redact(v):
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
     if isinstance(v, dict):
         if v.get(SECRET_SIG) == SECRET_VALUE:
-            return HIDDEN
+            return _secret_token(v.get("value"))
         return {k: _redact(x) for k, x in v.items()}
     if isinstance(v, list):
         return [_redact(x) for x in v]
@@ -46,16 +63,16 @@ def _redact(v):
 def stack_inputs(root: Path, stack: str) -> tuple[dict, dict]:
     """Plain and secret config of a stack file; encrypted values become opaque placeholders."""
     doc = yaml.safe_load((root / f"Pulumi.{stack}.yaml").read_text()) or {}
-    plain, secrets = {}, {}
+    plain, secret_config = {}, {}
     for key, value in (doc.get("config") or {}).items():
         ns, _, k = key.partition(":")
         if ns != PROJECT:
             continue
         if isinstance(value, dict) and set(value) == {"secure"}:
-            secrets[k] = f"offline-placeholder-{k}"
+            secret_config[k] = f"offline-placeholder-{k}"
         else:
             plain[k] = value
-    return plain, secrets
+    return plain, secret_config
 
 
 def _placeholder_home(config: dict) -> str:
@@ -72,11 +89,11 @@ def _placeholder_home(config: dict) -> str:
 
 
 def build_plan(stack: str, root: Path = ROOT) -> dict:
-    config, secrets = stack_inputs(root, stack)
+    config, secret_config = stack_inputs(root, stack)
     old = os.environ.get("OCTOLLM_OFFLINE_PLAN")
     os.environ["OCTOLLM_OFFLINE_PLAN"] = "1"
     try:
-        result = run_stack(stack, config=config, secrets=secrets, home=_placeholder_home(config))
+        result = run_stack(stack, config=config, secrets=secret_config, home=_placeholder_home(config))
     finally:
         if old is None:
             os.environ.pop("OCTOLLM_OFFLINE_PLAN", None)
@@ -123,7 +140,7 @@ def _summary(res: dict) -> list[str]:
                                               for m in i["mounts"]))
         envs = i.get("envs") or []
         if envs:
-            out.append("env: " + ", ".join(e.split("=", 1)[0] if e != HIDDEN else HIDDEN for e in envs))
+            out.append("env: " + ", ".join(HIDDEN if _is_hidden(e) else e.split("=", 1)[0] for e in envs))
         if i.get("deviceRequests"):
             out.append(f"gpu: {i['deviceRequests']}")
         out.append(f"limits: {i.get('cpus')} cpus, {i.get('memory')} MiB")
@@ -132,14 +149,14 @@ def _summary(res: dict) -> list[str]:
         body = [l for l in str(i.get("create", "")).splitlines() if l and not l.startswith(("#!", "set -"))]
         out = [f"script: {body[0] if body else ''} ({len(body)} lines)"]
         if "stdin" in i:
-            out.append("stdin: " + (HIDDEN if i["stdin"] == HIDDEN else f"{len(str(i['stdin']))} bytes"))
+            out.append("stdin: " + (HIDDEN if _is_hidden(i["stdin"]) else f"{len(str(i['stdin']))} bytes"))
         if i.get("triggers"):
             out.append(f"triggers: {i['triggers']}")
         return out
     if t.startswith("kubernetes:") and "metadata" in i:
         return [f"{i.get('kind', t.rsplit(':', 1)[-1])} {i['metadata'].get('namespace', '')}/{i['metadata'].get('name')}"]
     keys = [k for k in sorted(i) if k not in ("__defaults",)][:6]
-    return [f"{k}: {json.dumps(i[k], sort_keys=True)[:100]}" for k in keys]
+    return [f"{k}: {HIDDEN if _is_hidden(i[k]) else json.dumps(i[k], sort_keys=True)[:100]}" for k in keys]
 
 
 def render(plan: dict) -> str:
@@ -194,7 +211,7 @@ def _short(urn: str) -> str:
 
 
 def _val(v) -> str:
-    if v == HIDDEN:
+    if _is_hidden(v):
         return "(secret)"
     text = json.dumps(v) if not isinstance(v, str) else v
     text = text.replace("\n", "⏎")

@@ -21,7 +21,10 @@ def test_plan_is_deterministic(stack):
 
 def test_plan_groups_by_host_and_component():
     text = plan.render(plan.build_plan("homelab"))
-    assert "\nhost server84\n  GpuInferenceNode ollama-84\n    + server84-ollama-84  (docker:index/container:Container)" in text
+    server84 = \
+        text.split("\nhost server84\n", 1)[1].split("\nhost ", 1)[0]
+    assert "\n  GpuInferenceNode ollama-84\n    + server84-ollama-84  (docker:index/container:Container)" in server84
+    assert "ollama-ai" not in server84  # another host's node is not listed here
     assert "        ports: 10.0.0.84:11435->11434" in text
     assert "[replace: delete first]" in text and "[protected]" in text
 
