@@ -10,7 +10,7 @@ export PULUMI_BACKEND_URL ?= file://$(CURDIR)/.pulumi-state
 export PULUMI_CONFIG_PASSPHRASE ?=
 PULUMI := $(shell command -v pulumi 2>/dev/null || echo $(HOME)/.pulumi/bin/pulumi)
 
-.PHONY: setup dev test bench preview up destroy-dev pulumi-cli
+.PHONY: setup dev test bench preview up drift plan plan-diff destroy-dev pulumi-cli policy-venv
 
 $(VENV)/.ready: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -44,11 +44,37 @@ test: setup
 bench: setup
 	$(PY) benchmarks/bench.py --scale 1 10 50
 
-preview: setup pulumi-cli
-	$(PULUMI) preview --stack $(STACK) --diff
+policy/venv/.ready: policy/requirements.txt
+	$(PYTHON) -m venv policy/venv
+	policy/venv/bin/pip install --quiet -r policy/requirements.txt
+	touch $@
 
-up: setup pulumi-cli
-	$(PULUMI) up --stack $(STACK)
+policy-venv: policy/venv/.ready
+
+## Show every change to STACK, checked by the policy pack. Nothing is changed.
+preview: setup pulumi-cli policy-venv
+	$(PULUMI) preview --stack $(STACK) --diff --policy-pack policy
+
+## Preview and save the plan, ask, back up the state, then apply exactly that plan.
+up: setup pulumi-cli policy-venv
+	$(PULUMI) preview --stack $(STACK) --diff --policy-pack policy --save-plan .pulumi-plan-$(STACK).json
+	@read -r -p "Apply exactly this plan to $(STACK)? [y/N] " answer && [ "$$answer" = y ]
+	@mkdir -p backups
+	$(PULUMI) stack export --stack $(STACK) --file backups/$(STACK)-$$(date -u +%Y%m%dT%H%M%SZ).json
+	$(PULUMI) up --stack $(STACK) --plan .pulumi-plan-$(STACK).json --policy-pack policy --yes
+
+## Refresh from the hosts and fail if anything drifted from the code.
+drift: setup pulumi-cli
+	$(PULUMI) preview --stack $(STACK) --refresh --expect-no-changes --diff
+
+## The offline plan of STACK (no hosts, no backend).
+plan: setup
+	$(PY) -m components.plan -s $(STACK)
+
+## Markdown summary of what changes for STACK between BASE (default origin/main) and the working tree.
+BASE ?= origin/main
+plan-diff: setup
+	$(PY) -m components.plan -s $(STACK) --diff $(BASE)
 
 destroy-dev: setup pulumi-cli
 	$(PULUMI) destroy --stack dev

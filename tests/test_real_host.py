@@ -120,7 +120,8 @@ PermitRootLogin prohibit-password
 UsePAM no
 StrictModes no
 """)
-    os.makedirs("/run/sshd", exist_ok=True)
+    if os.geteuid() == 0:
+        os.makedirs("/run/sshd", exist_ok=True)  # privilege separation directory (root sshd only)
     proc = subprocess.Popen([sshd_bin, "-D", "-e", "-f", str(d / "sshd_config")],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     for _ in range(50):
