@@ -33,6 +33,7 @@ class OpenWebUiArgs:
     ollama_url: str  # the load balancer, or the single Ollama node
     secret_key: pulumi.Input[str] | None = None
     store: SharedModelStore | None = None
+    rotation: str | None = None
 
 
 class OpenWebUi(pulumi.ComponentResource):
@@ -42,7 +43,8 @@ class OpenWebUi(pulumi.ComponentResource):
         super().__init__("octollm:index:OpenWebUi", name, None, opts)
         cfg, host = args.config, args.platform
         # Open WebUI signs sessions with this key: generated once and kept, so logins survive restarts.
-        self.secret_key = secret_or_generated(self, f"{name}-secret-key", args.secret_key, length=48)
+        self.secret_key = secret_or_generated(self, f"{name}-secret-key", args.secret_key, length=48,
+                                              rotation=args.rotation)
         data, dirs = _data_dir(name, self, host, "open-webui", args.store, host.cfg.data_owner)
         self.container = host.run(ServiceSpec(
             name="open-webui", image=host.image_ref("open-webui"),
@@ -89,6 +91,7 @@ class WorkerInfraArgs:
     config: WorkerConfig
     platform: DockerHost
     redis_password: pulumi.Input[str] | None = None
+    rotation: str | None = None
 
 
 class WorkerInfra(pulumi.ComponentResource):
@@ -99,7 +102,8 @@ class WorkerInfra(pulumi.ComponentResource):
     def __init__(self, name: str, args: WorkerInfraArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("octollm:index:WorkerInfra", name, None, opts)
         cfg, host = args.config, args.platform
-        self.redis_password = secret_or_generated(self, f"{name}-redis-password", args.redis_password)
+        self.redis_password = secret_or_generated(self, f"{name}-redis-password", args.redis_password,
+                                                  rotation=args.rotation)
         data = cfg.redis_data_path or host.appdata("worker-redis")
         dirs = host.ensure_dirs(f"{name}-data-dir", self, [data])
         self.redis = host.run(redis_spec(

@@ -13,6 +13,7 @@ import re
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -30,6 +31,16 @@ Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Cpus = Annotated[float, Field(gt=0, le=512)]
 MemoryGb = Annotated[float, Field(gt=0, le=16384)]
+
+
+def _not_latest(v: str) -> str:
+    if v == "latest":
+        raise ValueError("'latest' is not a pinned tag; use a version (e.g. 0.1.0, or the tag CI pushed) so a "
+                         "deploy is repeatable")
+    return v
+
+
+PinnedTag = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"), AfterValidator(_not_latest)]
 
 
 class Model(BaseModel):
@@ -384,18 +395,11 @@ class OctoLlmConfig(Model):
     network: Name | None = None
     autoscaling: AutoscalingConfig = AutoscalingConfig()  # Kubernetes only
     image_registry: str = Field(pattern=r"^[a-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)*$")
-    image_tag: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+    image_tag: PinnedTag
     llm_endpoint: Name = Field(description="name of the inference node the arms call")
     orchestrator: ServicePlacement = ServicePlacement(port=3000, limits=Limits(cpus=4, memory_gb=4))
     reflex: ServicePlacement = ServicePlacement(port=3001, limits=Limits(cpus=4, memory_gb=2))
     arms: dict[Name, ServicePlacement] = DEFAULT_ARMS
-
-    @field_validator("image_tag")
-    @classmethod
-    def _not_latest(cls, v: str) -> str:
-        if v == "latest":
-            raise ValueError("'latest' is not a pinned tag; use a version such as 0.1.0 so a deploy is repeatable")
-        return v
 
 
 class MonitoringLimits(Model):
@@ -489,19 +493,12 @@ class HomelabAiConfig(Model):
     network: Name
     registry: str = Field(pattern=r"^[a-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)*$")
     registry_username: str | None = None
-    image_tag: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+    image_tag: PinnedTag
     router_port: Port = 8012
     manager_port: Port = 8015
     dashboard_port: Port = 8090
     backend: Name = Field(description="inference node the router sends requests to")
     limits: Limits = Limits(cpus=1, memory_gb=1)
-
-    @field_validator("image_tag")
-    @classmethod
-    def _not_latest(cls, v: str) -> str:
-        if v == "latest":
-            raise ValueError("'latest' is not a pinned tag; use the tag CI pushed, e.g. a date or commit")
-        return v
 
 
 class IngressConfig(Model):

@@ -153,6 +153,10 @@ def _hours(retention: str) -> int:
     return n * {"h": 1, "d": 24, "w": 168, "y": 8760}[unit]
 
 
+def _loki_write(url: str) -> list[str]:
+    return ['loki.write "default" {', "  endpoint {", f'    url = "{url}"', "  }", "}", ""]
+
+
 def alloy_config(host_name: str, loki_push_url: str) -> str:
     return "\n".join([
         'discovery.docker "containers" {',
@@ -180,12 +184,7 @@ def alloy_config(host_name: str, loki_push_url: str) -> str:
         "  forward_to    = [loki.write.default.receiver]",
         "}",
         "",
-        'loki.write "default" {',
-        "  endpoint {",
-        f'    url = "{loki_push_url}"',
-        "  }",
-        "}",
-        "",
+        *_loki_write(loki_push_url),
     ])
 
 
@@ -219,12 +218,7 @@ def alloy_kubernetes_config(namespace: str, loki_push_url: str) -> str:
         "  forward_to = [loki.write.default.receiver]",
         "}",
         "",
-        'loki.write "default" {',
-        "  endpoint {",
-        f'    url = "{loki_push_url}"',
-        "  }",
-        "}",
-        "",
+        *_loki_write(loki_push_url),
     ])
 
 

@@ -125,10 +125,7 @@ def deploy(cfg: StackConfig, private_keys: dict[str, str]) -> None:
         deploy_kubernetes(cfg, stack)
         return
     hosts = build_hosts(cfg, stack, private_keys)
-    secret = {k: (pulumi.Output.secret(v.get_secret_value()) if v is not None else None)
-              for k, v in (("postgres", cfg.postgres_password), ("redis", cfg.redis_password),
-                           ("qdrant", cfg.qdrant_api_key), ("grafana", cfg.grafana_admin_password),
-                           ("openai", cfg.openai_api_key), ("anthropic", cfg.anthropic_api_key))}
+    secret = configured_secrets(cfg)
 
     stores = {}
     for name, sc in sorted(cfg.model_stores.items()):
@@ -166,7 +163,7 @@ def deploy(cfg: StackConfig, private_keys: dict[str, str]) -> None:
             openai_api_key=secret["openai"], anthropic_api_key=secret["anthropic"],
             labels={"orchestrator": unraid_labels(cfg, oc.host, "orchestrator", oc.orchestrator.port)}))
 
-    apps = deploy_apps(cfg, hosts, nodes, stores, secret_value(cfg))
+    apps = deploy_apps(cfg, hosts, nodes, stores, secret)
 
     monitoring = None
     if cfg.monitoring:
@@ -190,16 +187,11 @@ def deploy(cfg: StackConfig, private_keys: dict[str, str]) -> None:
         pulumi.export("grafanaUrl", monitoring.grafana_url)
         pulumi.export("grafanaAdminPassword", monitoring.grafana_admin_password)
 
-    urls = {}
-    for n in nodes.values():
-        urls.update(n.endpoints)
+    urls = service_urls(nodes, data, octo)
     if data:
-        urls.update(data.urls)
         pulumi.export("postgresPassword", data.postgres_password)
         pulumi.export("redisPassword", data.redis_password)
         pulumi.export("qdrantApiKey", data.qdrant_api_key)
-    if octo:
-        urls.update(octo.urls)
     if monitoring:
         urls.update({"grafana": monitoring.grafana_url, "prometheus": monitoring.prometheus_url})
     for key, app in apps.items():
@@ -276,10 +268,28 @@ def data_connections(cfg: StackConfig, data: DataServices | None) -> dict:
             "qdrant_url": "http://qdrant:6333", "qdrant_api_key": data.qdrant_api_key}
 
 
-def secret_value(cfg: StackConfig) -> dict[str, pulumi.Output[str] | None]:
-    fields = ("worker_redis_password", "load_balancer_users", "webui_secret_key")
-    return {f: (pulumi.Output.secret(getattr(cfg, f).get_secret_value()) if getattr(cfg, f) else None)
-            for f in fields}
+SECRET_CONFIG = {"postgres": "postgres_password", "redis": "redis_password", "qdrant": "qdrant_api_key",
+                 "grafana": "grafana_admin_password", "openai": "openai_api_key",
+                 "anthropic": "anthropic_api_key", "worker_redis_password": "worker_redis_password",
+                 "load_balancer_users": "load_balancer_users", "webui_secret_key": "webui_secret_key"}
+
+
+def configured_secrets(cfg: StackConfig) -> dict[str, pulumi.Output[str] | None]:
+    """Every secret from config, as a secret Output (None where not set: components generate it)."""
+    return {key: (pulumi.Output.secret(getattr(cfg, field).get_secret_value()) if getattr(cfg, field) else None)
+            for key, field in SECRET_CONFIG.items()}
+
+
+def service_urls(nodes: dict[str, GpuInferenceNode], data: DataServices | None,
+                 octo: OctoArmService | None) -> dict[str, str]:
+    urls: dict[str, str] = {}
+    for n in nodes.values():
+        urls.update(n.endpoints)
+    if data:
+        urls.update(data.urls)
+    if octo:
+        urls.update(octo.urls)
+    return urls
 
 
 def ollama_endpoints(nodes: dict[str, GpuInferenceNode]) -> list[str]:
@@ -296,7 +306,8 @@ def deploy_apps(cfg: StackConfig, hosts: dict[str, DockerHost], nodes: dict[str,
     apps: dict = {}
     if cfg.workers:
         apps["workers"] = WorkerInfra("workers", WorkerInfraArgs(
-            config=cfg.workers, platform=hosts[cfg.workers.host], redis_password=secrets["worker_redis_password"]))
+            config=cfg.workers, platform=hosts[cfg.workers.host], redis_password=secrets["worker_redis_password"],
+            rotation=cfg.rotate.get("workerRedis")))
     if cfg.load_balancer:
         lb = cfg.load_balancer
         if lb.basic_auth and secrets["load_balancer_users"] is None:
@@ -310,6 +321,7 @@ def deploy_apps(cfg: StackConfig, hosts: dict[str, DockerHost], nodes: dict[str,
         target = apps["load-balancer"].url if "load-balancer" in apps else ollama_endpoints(nodes)[0]
         apps["open-webui"] = OpenWebUi("open-webui", OpenWebUiArgs(
             config=ow, platform=hosts[ow.host], ollama_url=target, secret_key=secrets["webui_secret_key"],
+            rotation=cfg.rotate.get("webuiSecretKey"),
             store=stores.get(ow.data_store) if ow.data_store else None))
     if cfg.portainer:
         pt = cfg.portainer
@@ -367,16 +379,13 @@ def deploy_kubernetes(cfg: StackConfig, stack: str) -> None:
         nodes[name] = GpuInferenceNode(name, GpuInferenceNodeArgs(
             config=nc, platform=platform, image=nc.image or cfg.image(key),
             store=stores.get(nc.model_store) if nc.model_store else None))
-    secret = {k: (pulumi.Output.secret(v.get_secret_value()) if v is not None else None)
-              for k, v in (("postgres", cfg.postgres_password), ("redis", cfg.redis_password),
-                           ("qdrant", cfg.qdrant_api_key), ("grafana", cfg.grafana_admin_password),
-                           ("openai", cfg.openai_api_key), ("anthropic", cfg.anthropic_api_key))}
+    secret = configured_secrets(cfg)
     ds = cfg.data_services
     data = None
     if ds is not None and ds.external is None:
         data = DataServices("data", DataServicesArgs(
             config=ds, platform=platform, postgres_password=secret["postgres"],
-            redis_password=secret["redis"], qdrant_api_key=secret["qdrant"]))
+            redis_password=secret["redis"], qdrant_api_key=secret["qdrant"], rotate=dict(cfg.rotate)))
     octo = None
     if cfg.octollm:
         oc = cfg.octollm
@@ -397,7 +406,7 @@ def deploy_kubernetes(cfg: StackConfig, stack: str) -> None:
         monitoring = MonitoringStack("monitoring", MonitoringStackArgs(
             config=mc, central=platform, hosts={}, jobs=jobs, grafana_admin_password=secret["grafana"],
             probe_model=probe_model, redis_password=data.redis_password if data else None, postgres_dsn=dsn,
-            data_host=platform if data else None, managed_dcgm=kc.managed_dcgm))
+            data_host=platform if data else None, managed_dcgm=kc.managed_dcgm, rotate=cfg.rotate.get("grafana")))
         jobs = MonitoringStack._exporter_jobs(monitoring.args) + jobs
     routes = {"orchestrator": ("orchestrator", cfg.octollm.orchestrator.port)} if octo else {}
     if monitoring:
@@ -410,14 +419,7 @@ def deploy_kubernetes(cfg: StackConfig, stack: str) -> None:
     if monitoring:
         pulumi.export("grafanaUrl", network.hosts.get("grafana", monitoring.grafana_url))
         pulumi.export("grafanaAdminPassword", monitoring.grafana_admin_password)
-    urls = {}
-    for n in nodes.values():
-        urls.update(n.endpoints)
-    if data:
-        urls.update(data.urls)
-    if octo:
-        urls.update(octo.urls)
-    pulumi.export("urls", dict(sorted(urls.items())))
+    pulumi.export("urls", dict(sorted(service_urls(nodes, data, octo).items())))
     pulumi.export("models", {name: n.models for name, n in sorted(nodes.items())})
     pulumi.export("capacity", rules.capacity(cfg))
 

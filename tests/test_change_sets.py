@@ -98,3 +98,9 @@ def test_rotating_the_grafana_password_reaches_grafana_only(run, unraid):
     b = variant(run, "unraid", lambda c: c.update({"rotate": {"grafana": "1"}}))
     _, _, changed = diff(unraid, b)
     assert changed == {"monitoring-grafana-admin-password", "monitoring-grafana-password-sync", "unraid-grafana"}
+
+
+def test_rotating_the_worker_redis_password_reaches_the_worker_redis_only(run, homelab):
+    b = variant(run, "homelab", lambda c: c.update({"rotate": {"workerRedis": "2"}}))
+    _, _, changed = diff(homelab, b)
+    assert changed == {"workers-redis-password", "zfs-ai-worker-redis"}
