@@ -12,7 +12,7 @@ from .config import InferenceConfig
 from .docker_host import DockerHost
 from .rules import inference_instances
 from .shared_model_store import SharedModelStore
-from .workload import GpuSpec, MountSpec, PortSpec, ServiceSpec, http_health
+from .workload import GpuSpec, PortSpec, ServiceSpec, http_health
 
 MODELS_DIR = "/models"
 

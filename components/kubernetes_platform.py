@@ -12,7 +12,7 @@ import pulumi_kubernetes as k8s
 
 from . import catalog
 from .config import HostConfig, KubernetesConfig
-from .workload import HealthSpec, MountSpec, ServiceSpec
+from .workload import HealthSpec, ServiceSpec
 
 NAME_LABEL = "app.kubernetes.io/name"
 GPU_RESOURCE = "nvidia.com/gpu"

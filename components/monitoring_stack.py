@@ -16,7 +16,7 @@ from .config import MonitoringConfig
 from . import scripts
 from .data_services import secret_or_generated
 from .docker_host import DockerHost
-from .workload import ConfigFileSpec, GpuSpec, HealthSpec, MountSpec, PortSpec, ServiceSpec, http_health
+from .workload import ConfigFileSpec, GpuSpec, MountSpec, PortSpec, ServiceSpec, http_health
 
 
 @dataclass(frozen=True)

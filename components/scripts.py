@@ -40,7 +40,7 @@ def write_file(path: str, owner: str, reload_container: str | None = None,
         f"mkdir -p -- {q(d)}",
         f'tmp="$(mktemp {q(path)}.XXXXXX)"',
         'cat > "$tmp"',
-        f'chmod 0644 "$tmp"',
+        'chmod 0644 "$tmp"',
         f'chown {q(owner)} "$tmp"',
         f'mv -f "$tmp" {q(path)}',
     ]
