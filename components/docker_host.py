@@ -17,7 +17,7 @@ import pulumi_docker as docker
 
 from . import catalog, scripts
 from .config import HostConfig
-from .workload import MountSpec, ServiceSpec
+from .workload import CONFIG_MOUNT, MountSpec, ServiceSpec
 
 LOG_OPTS = {"max-file": "3", "max-size": "10m"}
 MANAGED_LABEL = "org.octollm.managed-by"
@@ -189,7 +189,7 @@ class DockerHost(pulumi.ComponentResource):
         mounts = list(extra_mounts) + [self._mount(m) for m in spec.mounts]
         if files:
             mounts.append(docker.ContainerMountArgs(
-                type="bind", source=self._config_dir(spec), target=spec_config_mount(spec), read_only=True))
+                type="bind", source=self._config_dir(spec), target=CONFIG_MOUNT, read_only=True))
         if spec.docker_socket:
             mounts.append(docker.ContainerMountArgs(
                 type="bind", source="/var/run/docker.sock", target="/var/run/docker.sock", read_only=True))
@@ -281,6 +281,3 @@ class DockerHost(pulumi.ComponentResource):
                 opts=self.child_opts(self))
         return self._volumes[vname]
 
-
-def spec_config_mount(spec: ServiceSpec) -> str:
-    return "/etc/octollm"

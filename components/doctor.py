@@ -17,14 +17,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from .config import ConfigError, HostConfig, StackConfig, load_stack_config
 from .docker_host import docker_ssh_opts
+from .mock_engine import read_stack_file
 from .preflight import preflight_spec
 from .scripts import preflight
 
-PROJECT = "octollm-infra"
 
 
 @dataclass
@@ -111,17 +109,6 @@ def render(reports: list[HostReport]) -> str:
     return "\n".join(lines)
 
 
-def load_file(path: Path) -> dict:
-    doc = yaml.safe_load(path.read_text()) or {}
-    raw = {}
-    for key, value in (doc.get("config") or {}).items():
-        ns, _, k = key.partition(":")
-        # Secrets are not needed to check hosts, and are encrypted in the file anyway.
-        if ns == PROJECT and not (isinstance(value, dict) and set(value) == {"secure"}):
-            raw[k] = value
-    return raw
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m components.doctor", description=__doc__.split("\n\n")[0])
     ap.add_argument("-s", "--stack", default=None)
@@ -134,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     path = a.file or Path(f"Pulumi.{a.stack}.yaml")
     stack = a.stack or path.stem.split(".", 1)[-1]
     try:
-        cfg, _ = load_stack_config(load_file(path))
+        # Secrets are not needed to check hosts (and are encrypted in the file anyway).
+        cfg, _ = load_stack_config(read_stack_file(path)[0])
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         return 2

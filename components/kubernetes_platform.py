@@ -12,7 +12,7 @@ import pulumi_kubernetes as k8s
 
 from . import catalog
 from .config import HostConfig, KubernetesConfig
-from .workload import HealthSpec, ServiceSpec
+from .workload import CONFIG_MOUNT, HealthSpec, ServiceSpec
 
 NAME_LABEL = "app.kubernetes.io/name"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -165,7 +165,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
             volumes.append({"name": "config", "configMap": {
                 "name": f"{svc}-files", "items": [{"key": _key(f.name), "path": f.name}
                                                   for f in sorted(spec.files, key=lambda f: f.name)]}})
-            mounts.append({"name": "config", "mountPath": "/etc/octollm", "readOnly": True})
+            mounts.append({"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True})
         if spec.shm_size_gb:
             volumes.append({"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{spec.shm_size_gb}Gi"}})
             mounts.append({"name": "shm", "mountPath": "/dev/shm"})
@@ -293,7 +293,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
         pod["containers"][0].pop("startupProbe", None)
         return k8s.batch.v1.Job(
             f"{self.name}-{name}", metadata=self.meta(name, labels_for(spec.name)),
-            spec={"backoffLimit": 3, "ttlSecondsAfterFinished": None,
+            spec={"backoffLimit": 3,
                   "template": {"metadata": {"labels": labels_for(spec.name)}, "spec": pod}},
             # pulumi-kubernetes waits for the Job to complete before dependants are created.
             opts=self.child_opts(parent, depends_on=depends_on, delete_before_replace=True))

@@ -161,14 +161,6 @@ def _plain_strings(v, out: list[str]) -> None:
         out.append(v)
 
 
-def _plain(v):
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_plain(x) for x in v]
-    return v
-
-
 def unwrap(v):
     if isinstance(v, dict):
         if v.get(SECRET_SIG) == SECRET_VALUE:
@@ -179,10 +171,27 @@ def unwrap(v):
     return v
 
 
+def read_stack_file(path: Path) -> tuple[dict, list[str]]:
+    """The `octollm-infra:` keys of a Pulumi.<stack>.yaml: plain values, and the names of the
+    encrypted (`secure:`) ones, which cannot be read without the stack's secrets provider.
+
+    (Self-contained on purpose: the offline plan copies this module into older revisions.)"""
+    doc = yaml.safe_load(Path(path).read_text()) or {}
+    plain, encrypted = {}, []
+    for key, value in (doc.get("config") or {}).items():
+        ns, _, k = key.partition(":")
+        if ns != PROJECT or not k:
+            continue
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            encrypted.append(k)
+        else:
+            plain[k] = value
+    return plain, encrypted
+
+
 def stack_config(stack: str, root: Path | None = None) -> dict:
     """The stack file's `octollm-infra:` keys, as the YAML gives them."""
-    doc = yaml.safe_load(((root or ROOT) / f"Pulumi.{stack}.yaml").read_text())
-    return {k.split(":", 1)[1]: v for k, v in (doc.get("config") or {}).items() if k.startswith(PROJECT + ":")}
+    return read_stack_file((root or ROOT) / f"Pulumi.{stack}.yaml")[0]
 
 
 def run_stack(stack: str, config: dict | None = None, secrets: dict | None = None,

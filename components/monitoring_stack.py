@@ -293,10 +293,10 @@ class MonitoringStack(pulumi.ComponentResource):
     grafana_url: str
     prometheus_url: str
     scrape_jobs: list[str]
+    jobs: list[ScrapeJob]
 
     def __init__(self, name: str, args: MonitoringStackArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("octollm:index:MonitoringStack", name, None, opts)
-        self.args = args
         cfg, central = args.config, args.central
         self.containers = {}
         bind = central.cfg.publish_address
@@ -308,6 +308,7 @@ class MonitoringStack(pulumi.ComponentResource):
             gpu_exporters = sorted({h.cfg.exporters.gpu_exporter for h in args.hosts.values()
                                     if h.cfg.gpus and h.cfg.exporters.gpu_exporter != "none"})
         jobs = list(args.jobs) + self._exporter_jobs(args)
+        self.jobs = jobs  # everything Prometheus scrapes: the NetworkPolicies are derived from it
         self.scrape_jobs = sorted(j.job for j in jobs)
         self.grafana_admin_password = secret_or_generated(self, f"{name}-grafana-admin-password",
                                                           args.grafana_admin_password, rotation=args.rotate)

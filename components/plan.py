@@ -23,9 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
 
-from .mock_engine import PROJECT, ROOT, SECRET_SIG, SECRET_VALUE, run_stack
+from .mock_engine import ROOT, SECRET_SIG, SECRET_VALUE, read_stack_file, run_stack
 
 HIDDEN = "[secret]"
 # Secrets are shown as an HMAC under a key that lives only as long as this plan (and the child plans
@@ -62,17 +61,8 @@ def _redact(v):
 
 def stack_inputs(root: Path, stack: str) -> tuple[dict, dict]:
     """Plain and secret config of a stack file; encrypted values become opaque placeholders."""
-    doc = yaml.safe_load((root / f"Pulumi.{stack}.yaml").read_text()) or {}
-    plain, secret_config = {}, {}
-    for key, value in (doc.get("config") or {}).items():
-        ns, _, k = key.partition(":")
-        if ns != PROJECT:
-            continue
-        if isinstance(value, dict) and set(value) == {"secure"}:
-            secret_config[k] = f"offline-placeholder-{k}"
-        else:
-            plain[k] = value
-    return plain, secret_config
+    plain, encrypted = read_stack_file(root / f"Pulumi.{stack}.yaml")
+    return plain, {k: f"offline-placeholder-{k}" for k in encrypted}
 
 
 def _placeholder_home(config: dict) -> str:

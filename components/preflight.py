@@ -7,6 +7,7 @@ import posixpath
 from . import catalog
 from .config import StackConfig
 from .rules import engine_image_key, image_cuda, inventory
+from .scripts import PreflightSpec
 
 MANAGED_BY = "pulumi/{stack}"
 
@@ -16,8 +17,6 @@ def _gb_to_kib(gb: float) -> int:
 
 
 def preflight_spec(cfg: StackConfig, host_name: str, stack: str):
-    from .scripts import PreflightSpec
-
     host = cfg.hosts[host_name]
     places = [p for p in inventory(cfg) if p.host == host_name]
     anchors = {posixpath.dirname(host.appdata_root.rstrip("/")) or "/"}

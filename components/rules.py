@@ -93,9 +93,17 @@ def inventory(cfg: StackConfig) -> list[Placement]:
 
 def _inventory(cfg: StackConfig) -> list[Placement]:
     out: list[Placement] = []
+
+    # Rules run on configs whose references may not resolve yet; an unknown host binds nowhere special.
+    def bind_of(host: str) -> str:
+        return cfg.hosts[host].publish_address if host in cfg.hosts else "0.0.0.0"
+
+    def llm_bind_of(host: str) -> str:
+        return cfg.hosts[host].llm_bind if host in cfg.hosts else "0.0.0.0"
+
     for name, node in sorted(cfg.all_inference.items()):
         host = cfg.hosts.get(node.host)
-        bind = host.llm_bind if host else "0.0.0.0"
+        bind = llm_bind_of(node.host)
         vram = node_vram_gb(host, node) if host else 0.0
         gpus = _gpu_indices(host, node) if host else ()
         for svc, port, primary in inference_instances(name, node):
@@ -106,7 +114,7 @@ def _inventory(cfg: StackConfig) -> list[Placement]:
             ))
     ds = cfg.data_services if cfg.data_services and cfg.data_services.external is None else None
     if ds:
-        bind = cfg.hosts[ds.host].publish_address if ds.host in cfg.hosts else "0.0.0.0"
+        bind = bind_of(ds.host)
         if ds.postgres:
             out.append(Placement(ds.host, "postgres", "dataServices.postgres", ds.postgres.limits.cpus,
                                  ds.postgres.limits.memory_gb, [PublishedPort(ds.postgres.port, bind)], ds.network))
@@ -120,15 +128,12 @@ def _inventory(cfg: StackConfig) -> list[Placement]:
                                  ds.network))
     o = cfg.octollm
     if o:
-        bind = cfg.hosts[o.host].publish_address if o.host in cfg.hosts else "0.0.0.0"
+        bind = bind_of(o.host)
         for svc, key, p in [("orchestrator", "octollm.orchestrator", o.orchestrator),
                             ("reflex-layer", "octollm.reflex", o.reflex)] + [
                 (f"arm-{a}", f"octollm.arms.{a}", p) for a, p in sorted(o.arms.items())]:
             out.append(Placement(o.host, svc, key, p.limits.cpus, p.limits.memory_gb,
                                  [PublishedPort(p.port, bind)], o.network))
-    def bind_of(host: str) -> str:
-        return cfg.hosts[host].publish_address if host in cfg.hosts else "0.0.0.0"
-
     w = cfg.workers
     if w:
         ports = [PublishedPort(w.redis.port, bind_of(w.host))] if w.redis.port else []
@@ -136,8 +141,7 @@ def _inventory(cfg: StackConfig) -> list[Placement]:
                              w.redis.limits.memory_gb, ports, w.network))
     lb = cfg.load_balancer
     if lb:
-        llm = cfg.hosts[lb.host].llm_bind if lb.host in cfg.hosts else "0.0.0.0"
-        ports = [PublishedPort(lb.port, llm), PublishedPort(lb.metrics_port, bind_of(lb.host))]
+        ports = [PublishedPort(lb.port, llm_bind_of(lb.host)), PublishedPort(lb.metrics_port, bind_of(lb.host))]
         if lb.dashboard_port:
             ports.append(PublishedPort(lb.dashboard_port, bind_of(lb.host)))
         out.append(Placement(lb.host, "traefik", "loadBalancer", lb.limits.cpus, lb.limits.memory_gb, ports,
@@ -159,7 +163,7 @@ def _inventory(cfg: StackConfig) -> list[Placement]:
     m = cfg.monitoring
     if m:
         lim = m.limits
-        bind = cfg.hosts[m.host].publish_address if m.host in cfg.hosts else "0.0.0.0"
+        bind = bind_of(m.host)
         for svc, port, limits in [("prometheus", m.prometheus_port, lim.prometheus),
                                   ("grafana", m.grafana_port, lim.grafana),
                                   ("loki", m.loki_port, lim.loki),

@@ -16,8 +16,6 @@ from .workload import MountSpec, NfsSource
 class SharedModelStoreArgs:
     config: ModelStoreConfig
     server: DockerHost  # the host (or Kubernetes namespace) that holds the data
-    clients: dict[str, DockerHost] | None = None  # NFS clients by host name
-    server_address: str | None = None
 
 
 class SharedModelStore(pulumi.ComponentResource):
@@ -34,7 +32,7 @@ class SharedModelStore(pulumi.ComponentResource):
         self.kind = cfg.kind
         self.path = cfg.path
         self.server_host = args.server.name
-        self.server_address = args.server_address or args.server.cfg.address
+        self.server_address = args.server.cfg.address
         owner = cfg.owner or args.server.cfg.data_owner
         if cfg.kind == "pvc":
             self.ready = args.server.shared_claim(name, self, cfg.storage_class, cfg.size_gb)

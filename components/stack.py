@@ -130,7 +130,7 @@ def deploy(cfg: StackConfig, private_keys: dict[str, str]) -> None:
     stores = {}
     for name, sc in sorted(cfg.model_stores.items()):
         stores[name] = SharedModelStore(name, SharedModelStoreArgs(
-            config=sc, server=hosts[sc.host], clients={c: hosts[c] for c in sc.clients}))
+            config=sc, server=hosts[sc.host]))
 
     nodes: dict[str, GpuInferenceNode] = {}
     # Writers first: read-only nodes on a shared store wait for the writer's model pull.
@@ -170,16 +170,12 @@ def deploy(cfg: StackConfig, private_keys: dict[str, str]) -> None:
         mc = cfg.monitoring
         central = hosts[mc.host]
         probe_model = mc.probe_model or _default_probe_model(cfg)
-        dsn = None
-        if data is not None and data.postgres_password is not None:
-            pg = cfg.data_services.postgres
-            dsn = pulumi.Output.concat("postgresql://", pg.user, ":", data.postgres_password,
-                                       f"@postgres:5432/{pg.database}?sslmode=disable")
         monitoring = MonitoringStack("monitoring", MonitoringStackArgs(
             config=mc, central=central, hosts={h: hosts[h] for h in rules.monitored_hosts(cfg)},
             jobs=scrape_jobs(cfg, nodes, octo, probe_model) + app_jobs(cfg, apps), grafana_admin_password=secret["grafana"],
             probe_model=probe_model,
-            redis_password=data.redis_password if data else None, postgres_dsn=dsn,
+            redis_password=data.redis_password if data else None,
+            postgres_dsn=postgres_dsn(cfg, data, "?sslmode=disable"),
             data_host=hosts[cfg.data_services.host] if data else None,
             data_network=cfg.data_services.network if data else None, rotate=cfg.rotate.get("grafana"),
             labels={s: unraid_labels(cfg, mc.host, s, p) for s, p in
@@ -253,6 +249,15 @@ def scrape_jobs(cfg: StackConfig, nodes: dict[str, GpuInferenceNode], octo: Octo
     return jobs
 
 
+def postgres_dsn(cfg: StackConfig, data: DataServices | None, query: str = "") -> pulumi.Output[str] | None:
+    """The deployed PostgreSQL's connection string (secret), by its container/Service name."""
+    if data is None or data.postgres_password is None:
+        return None
+    pg = cfg.data_services.postgres
+    return pulumi.Output.concat("postgresql://", pg.user, ":", data.postgres_password,
+                                f"@postgres:5432/{pg.database}{query}")
+
+
 def data_connections(cfg: StackConfig, data: DataServices | None) -> dict:
     """Connection strings for OctoLLM: the deployed data services, or the managed ones from secret config."""
     ds = cfg.data_services
@@ -261,9 +266,7 @@ def data_connections(cfg: StackConfig, data: DataServices | None) -> dict:
                 "redis_url": pulumi.Output.secret(cfg.redis_url.get_secret_value()),
                 "qdrant_url": ds.external.qdrant_url,
                 "qdrant_api_key": pulumi.Output.secret(cfg.qdrant_api_key.get_secret_value())}
-    pg = ds.postgres
-    return {"database_url": pulumi.Output.concat("postgresql://", pg.user, ":", data.postgres_password,
-                                                 f"@postgres:5432/{pg.database}"),
+    return {"database_url": postgres_dsn(cfg, data),
             "redis_url": pulumi.Output.concat("redis://:", data.redis_password, "@redis:6379/0"),
             "qdrant_url": "http://qdrant:6333", "qdrant_api_key": data.qdrant_api_key}
 
@@ -398,16 +401,12 @@ def deploy_kubernetes(cfg: StackConfig, stack: str) -> None:
     if cfg.monitoring:
         mc = cfg.monitoring
         probe_model = mc.probe_model or _default_probe_model(cfg)
-        jobs = scrape_jobs(cfg, nodes, octo, probe_model)
-        dsn = None
-        if data is not None and data.postgres_password is not None:
-            dsn = pulumi.Output.concat("postgresql://", ds.postgres.user, ":", data.postgres_password,
-                                       f"@postgres:5432/{ds.postgres.database}?sslmode=disable")
         monitoring = MonitoringStack("monitoring", MonitoringStackArgs(
-            config=mc, central=platform, hosts={}, jobs=jobs, grafana_admin_password=secret["grafana"],
-            probe_model=probe_model, redis_password=data.redis_password if data else None, postgres_dsn=dsn,
+            config=mc, central=platform, hosts={}, jobs=scrape_jobs(cfg, nodes, octo, probe_model), grafana_admin_password=secret["grafana"],
+            probe_model=probe_model, redis_password=data.redis_password if data else None,
+            postgres_dsn=postgres_dsn(cfg, data, "?sslmode=disable"),
             data_host=platform if data else None, managed_dcgm=kc.managed_dcgm, rotate=cfg.rotate.get("grafana")))
-        jobs = MonitoringStack._exporter_jobs(monitoring.args) + jobs
+        jobs = monitoring.jobs
     routes = {"orchestrator": ("orchestrator", cfg.octollm.orchestrator.port)} if octo else {}
     if monitoring:
         routes["grafana"] = ("grafana", 3000)

@@ -58,6 +58,9 @@ class GpuSpec:
     device_ids: tuple[str, ...] = ()
 
 
+CONFIG_MOUNT = "/etc/octollm"  # where a service's ConfigFileSpecs appear, on every platform
+
+
 @dataclass(frozen=True)
 class ConfigFileSpec:
     """A file the service reads, delivered by the platform and mounted read-only at `target`."""
