@@ -26,9 +26,14 @@ $(VENV)/.ready: requirements.txt requirements-dev.txt
 
 setup: $(VENV)/.ready .venv-tools/.ready
 
+# pipefail: a failed download in `curl … | sh` must stop the target, not run sh on nothing.
 pulumi-cli:
-	@command -v pulumi >/dev/null 2>&1 || test -x $(HOME)/.pulumi/bin/pulumi || \
-	  { echo "installing the Pulumi CLI into ~/.pulumi"; curl -fsSL https://get.pulumi.com | sh; }
+	@set -o pipefail; test -x "$(PULUMI)" || \
+	  { echo "installing the Pulumi CLI into ~/.pulumi"; curl -fsSL https://get.pulumi.com | sh; } || \
+	  { echo "make: the Pulumi CLI is not installed and could not be downloaded from get.pulumi.com." >&2; \
+	    echo "      Install it (https://www.pulumi.com/docs/install/) or put a pulumi binary on PATH, then run make again." >&2; \
+	    exit 1; }
+	@test -x "$(PULUMI)" || { echo "make: $(PULUMI) is missing or not executable" >&2; exit 1; }
 	@mkdir -p .pulumi-state
 
 ## Set everything up and deploy the dev stack on the local Docker engine (local state, no account).
@@ -76,5 +81,10 @@ BASE ?= origin/main
 plan-diff: setup
 	$(PY) -m components.plan -s $(STACK) --diff $(BASE)
 
+## Remove the dev stack's containers and networks; its data (models, database files) stays on disk.
+# The steps that create data are protected (a plain destroy stops at them) and retained on delete:
+# unprotecting them lets destroy finish, and retain_on_delete keeps what they made.
 destroy-dev: setup pulumi-cli
-	$(PULUMI) destroy --stack dev
+	$(PULUMI) state unprotect --all --yes --stack dev
+	$(PULUMI) destroy --stack dev --yes
+	@echo "The dev stack is gone. Its data stays on disk under $$($(PY) -c 'import yaml; print(yaml.safe_load(open("Pulumi.dev.yaml"))["config"]["octollm-infra:hosts"]["local"]["appdataRoot"])'); delete it by hand if you mean to."

@@ -10,7 +10,7 @@ from .config import HomelabAiConfig, OpenWebUiConfig, PortainerConfig, WorkerCon
 from .data_services import redis_spec, secret_or_generated
 from .docker_host import DockerHost
 from .shared_model_store import SharedModelStore
-from .workload import MountSpec, PortSpec, ServiceSpec, http_health
+from .workload import GRACE_SERVICE, MountSpec, PortSpec, ServiceSpec, http_health
 
 # Images with no shell and no HTTP client cannot run a Docker health check; Prometheus probes
 # them over HTTP instead (the blackbox `http_2xx` module), which also raises ProbeFailed.
@@ -55,7 +55,7 @@ class OpenWebUi(pulumi.ComponentResource):
             ports=(PortSpec(8080, cfg.port, host.cfg.publish_address),),
             mounts=(MountSpec("/app/backend/data", data),),
             health=http_health(8080, "/health", tool="curl", start_period_s=120),
-            network=cfg.network, ipv4_address=cfg.ipv4_address, stateful=True,
+            network=cfg.network, ipv4_address=cfg.ipv4_address, stateful=True, stop_grace_s=GRACE_SERVICE,
         ), self, depends_on=[dirs])
         self.url = f"http://{host.cfg.address}:{cfg.port}"
         self.register_outputs({"url": self.url})
@@ -80,7 +80,7 @@ class Portainer(pulumi.ComponentResource):
             memory_gb=cfg.limits.memory_gb,
             ports=(PortSpec(9000, cfg.port, host.cfg.publish_address),),
             mounts=(MountSpec("/data", data),), docker_socket=True,
-            health=None, network=cfg.network, stateful=True,
+            health=None, network=cfg.network, stateful=True, stop_grace_s=GRACE_SERVICE,
         ), self, depends_on=[dirs])
         self.url = f"http://{host.cfg.address}:{cfg.port}"
         self.register_outputs({"url": self.url})
@@ -138,7 +138,8 @@ class HomelabAi(pulumi.ComponentResource):
                 name=svc, image=f"{cfg.registry}/{image}:{cfg.image_tag}",
                 cpus=cfg.limits.cpus, memory_gb=cfg.limits.memory_gb, env={**env, "PORT": str(port)},
                 ports=(PortSpec(port, port, bind, metrics_path=None),),
-                health=http_health(port, "/health", tool="curl"), network=cfg.network, **kw)
+                health=http_health(port, "/health", tool="curl"), network=cfg.network,
+                stop_grace_s=GRACE_SERVICE, **kw)
 
         self.containers = {
             "llm-router": host.run(spec("llm-router", "llm-router", cfg.router_port,

@@ -25,11 +25,22 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from . import catalog
+from .provider_forms import cpus_round_trips, docker_cpus
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 Port = Annotated[int, Field(ge=1, le=65535)]
-Cpus = Annotated[float, Field(gt=0, le=512)]
+
+
+def _cpus_stored_exactly(v: float) -> float:
+    if not cpus_round_trips(v):
+        raise ValueError(f"{v:g} CPUs cannot be stored exactly by the Docker provider (it reads it back as "
+                         f"{docker_cpus(v)}, and every `up` would replace the container); use at most two "
+                         f"decimals that survive, e.g. {docker_cpus(v)}")
+    return v
+
+
+Cpus = Annotated[float, Field(gt=0, le=512), AfterValidator(_cpus_stored_exactly)]
 MemoryGb = Annotated[float, Field(gt=0, le=16384)]
 
 
@@ -525,6 +536,20 @@ class KubernetesConfig(Model):
     data_size_gb: int = Field(default=20, ge=1)
     managed_dcgm: bool = Field(default=False, description="GKE's managed DCGM metrics instead of a DaemonSet")
     ingress: IngressConfig
+    adopt_namespace: bool = Field(default=False, description=(
+        "use the namespace if it already exists (created if not) and never delete it on destroy; when false the "
+        "program creates it, and the provider refuses a namespace that already exists (AlreadyExists)"))
+    model_pull_timeout_minutes: int | None = Field(default=None, description=(
+        "how long `up` waits for the model-pull Job and for GPU workloads to become ready; absent: sized from "
+        "the configured models (kubernetes_platform.default_model_pull_timeout_minutes)"))
+
+    @field_validator("model_pull_timeout_minutes")
+    @classmethod
+    def _pull_timeout(cls, v: int | None) -> int | None:
+        if v is not None and not 10 <= v <= 1440:
+            raise ValueError(f"modelPullTimeoutMinutes {v} is out of range; allowed: 10 (the provider's own "
+                             "default await) to 1440 minutes, or leave it out to size it from the models")
+        return v
 
 
 class StackConfig(Model):

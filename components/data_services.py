@@ -10,7 +10,7 @@ import pulumi_random as random
 from . import scripts
 from .config import DataServicesConfig, RedisConfig
 from .docker_host import DockerHost
-from .workload import HealthSpec, MountSpec, PortSpec, ServiceSpec, http_health
+from .workload import GRACE_DATA, HealthSpec, MountSpec, PortSpec, ServiceSpec, http_health
 
 
 def secret_or_generated(parent: pulumi.Resource, name: str, given: pulumi.Input[str] | None,
@@ -73,6 +73,9 @@ class DataServices(pulumi.ComponentResource):
                 mounts=(MountSpec("/var/lib/postgresql/data", host.appdata("postgres")),),
                 health=HealthSpec(("CMD", "pg_isready", "-U", pg.user, "-d", pg.database), port=5432),
                 user=owner, network=cfg.network, stateful=True, labels=labels.get("postgres", {}),
+                # SIGINT is PostgreSQL's fast shutdown (the image's own STOPSIGNAL, stated so a
+                # replacement never depends on it): transactions roll back, a checkpoint is written.
+                stop_signal="SIGINT", stop_grace_s=GRACE_DATA,
             ), self, depends_on=[data_dirs])
             if host.kind == "docker":
                 # Re-runs when the password changes (stdin is an input), so a rotation reaches the data.
@@ -80,6 +83,12 @@ class DataServices(pulumi.ComponentResource):
                              scripts.postgres_set_password(host.container_name("postgres"), pg.user, pg.database),
                              stdin=self.postgres_password.apply(lambda pw: pw + "\n"),
                              depends_on=[self.containers["postgres"]])
+            else:
+                # Kubernetes: no exec from outside. The postgres container's postStart hook applies the
+                # password from its own environment (kubernetes_platform.postgres_password_on_start, set up
+                # by stack.deploy_kubernetes), and a changed password rolls the pod through the checksum
+                # of its Secret on the pod template, so the hook runs again with the new one.
+                pass
             self.urls["postgres"] = host.url("postgres", pg.port, 5432).replace("http://", "postgresql://") + \
                 f"/{pg.database}"
 
@@ -105,6 +114,7 @@ class DataServices(pulumi.ComponentResource):
                 mounts=(MountSpec("/qdrant/storage", host.appdata("qdrant")),),
                 health=http_health(6333, "/healthz", tool="bash"),
                 user=owner, network=cfg.network, stateful=True, labels=labels.get("qdrant", {}),
+                stop_grace_s=GRACE_DATA,  # flushes its WAL and segments on SIGTERM
                 needs_root=True,  # qdrant/qdrant:v1.7.4 owns /qdrant as root (no unprivileged variant)
             ), self, depends_on=[data_dirs])
             self.urls["qdrant"] = host.url("qdrant", qd.http_port, 6333) + "/dashboard"
@@ -126,4 +136,5 @@ def redis_spec(name: str, image: str, r: RedisConfig, bind: str, data_path: str,
         mounts=(MountSpec("/data", data_path),),
         health=HealthSpec(("CMD-SHELL", "redis-cli ping | grep -q PONG"), port=6379),
         user=owner, network=network, stateful=True, labels=labels,
+        stop_grace_s=GRACE_DATA,  # SIGTERM: fsyncs the AOF and writes a final RDB before exiting
     )

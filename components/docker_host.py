@@ -7,6 +7,9 @@ so every resource on a host uses that host's providers and nothing crosses hosts
 
 from __future__ import annotations
 
+import hashlib
+import os
+import pwd
 import re
 from dataclasses import dataclass
 from typing import Sequence
@@ -17,6 +20,7 @@ import pulumi_docker as docker
 
 from . import catalog, scripts
 from .config import HostConfig
+from .provider_forms import docker_cpus, go_duration, mebibytes
 from .workload import CONFIG_MOUNT, MountSpec, ServiceSpec
 
 LOG_OPTS = {"max-file": "3", "max-size": "10m"}
@@ -27,12 +31,102 @@ def ssh_known_host_alias(host_name: str) -> str:
     return f"octollm-{host_name}"
 
 
-def docker_ssh_opts(host_name: str, cfg: HostConfig) -> list[str]:
+# How many resource operations `pulumi preview/up/destroy` may run at once (`--parallel`, the
+# Makefile's PARALLEL and the workflows use this number; tests/test_ssh_transport.py checks they agree).
+# Over SSH every operation holds one sshd session (a Docker API call multiplexed on the shared
+# connection) or opens one new connection (a remote.Command, or a Docker call racing to start the
+# shared connection). A stock OpenSSH sshd allows 10 sessions per connection (MaxSessions 10) and
+# starts dropping unauthenticated connections at 10 (MaxStartups 10:30:100), so 8 keeps both under
+# the default with room for the shared connection's own start and one stray client. Measured with
+# benchmarks/ssh_transport.py against a default-config sshd: with sharing, 8 concurrent calls lose
+# none and run about as fast as 16 (which loses some calls to MaxSessions); without sharing and without
+# a cap, 38 concurrent calls lose about a quarter.
+PARALLEL = 8
+
+# How long a shared SSH connection outlives its last session. It spans the gaps between
+# operations of one run (a remote command finishing, the next image starting) so the
+# ~0.35 s of a new SSH handshake is paid once per host rather than per Docker API call, and it
+# is short enough that no connection lingers long after `pulumi` has exited.
+CONTROL_PERSIST_S = 60
+
+# The control socket lives in ~/.ssh, expanded by ssh itself (so the registered provider inputs
+# carry the literal "~" and are the same on every machine). ~/.ssh is private to the user, so no
+# other local user can plant a socket there and have our connections run through their master
+# (a shared /tmp would allow that), and it already exists wherever the identity file lives in it.
+# ssh (9.x) does not create it before it connects, and exits with an error when the ControlPath's
+# directory is missing, so docker_ssh_opts() creates it (mode 0700, as ssh itself would) on the
+# machine that runs the program, which is the machine the docker provider runs ssh on.
+CONTROL_DIR = "~/.ssh"
+# ssh binds "<ControlPath>.<16 random chars>" then renames it, and a unix socket path holds at
+# most 107 bytes (sun_path, 104 on the BSDs): "<home>/.ssh/octollm-" + 16 hex + 17 fits any
+# home up to 56 bytes (ssh_control_path_problem() reports a longer one).
+CONTROL_HASH_LEN = 16
+SUN_PATH_MAX = 104
+
+# remote.Command dial retries (see DockerHost.connection).
+DIAL_ERROR_LIMIT = 15
+PER_DIAL_TIMEOUT_S = 15
+
+
+def ssh_control_path(host_name: str, cfg: HostConfig) -> str:
+    """The ControlPath of one host's shared SSH connection, e.g. ~/.ssh/octollm-3f1c0a9b2d4e6f70.
+
+    A client that finds a live master at its ControlPath uses it without any host-key check of
+    its own, so the path names everything that check depends on: the host alias, address, port,
+    user, identity and the pinned host key (or the insecure mode). A master that verified one key
+    is never reused by a connection that pins another, nor for another host, port or user.
+    (ssh's own %C hashes host, port and user only: two stack entries for the same address with
+    different keys would share it.) Derived from config only, so it is the same on every machine.
+    """
+    assert cfg.ssh is not None
+    ssh = cfg.ssh
+    pin = "insecure" if ssh.insecure_skip_host_key_check or not ssh.host_key else ssh.host_key
+    ident = "\0".join([ssh_known_host_alias(host_name), ssh.user, cfg.address, str(ssh.port),
+                        ssh.identity_file or "", pin])
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:CONTROL_HASH_LEN]
+    return f"{CONTROL_DIR}/octollm-{digest}"
+
+
+def _ssh_home() -> str:
+    # ssh expands "~" from the passwd entry, not from $HOME.
+    return pwd.getpwuid(os.getuid()).pw_dir
+
+
+def ensure_ssh_control_dir() -> str:
+    """Create ~/.ssh (0700) if it is missing; returns its path. A failure is left for ssh to report."""
+    path = os.path.join(_ssh_home(), ".ssh")
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError:
+        pass
+    return path
+
+
+def ssh_control_path_problem(host_name: str, cfg: HostConfig, home: str | None = None) -> str | None:
+    """Why ssh cannot create this host's control socket here (no ~/.ssh, a too-long home), or None."""
+    home = home if home is not None else _ssh_home()
+    if not os.path.isdir(os.path.join(home, ".ssh")):
+        return f"{home}/.ssh does not exist and cannot be created; ssh needs it for its control socket"
+    path = ssh_control_path(host_name, cfg).replace("~", home.rstrip("/") or "", 1)
+    if len(path.encode()) + 17 >= SUN_PATH_MAX:
+        return (f"the SSH control socket path {path} is too long for a unix socket "
+                f"({len(path.encode()) + 17} of {SUN_PATH_MAX - 1} bytes while ssh creates it); "
+                "use a shorter home directory")
+    return None
+
+
+def docker_ssh_opts(host_name: str, cfg: HostConfig, *, share: bool = True) -> list[str]:
     """ssh(1) options for the docker CLI connection helper (`ssh … docker system dial-stdio`).
 
     The host key comes from config through KnownHostsCommand under a HostKeyAlias, so the
     check does not depend on, or write to, the operator's ~/.ssh/known_hosts, and the provider
     inputs are the same on every machine that runs the program.
+
+    The docker CLI starts one ssh per Engine API connection. With `share` (what the program
+    uses) they multiplex over one SSH connection per host (ControlMaster=auto): the first
+    becomes the master, the rest open sessions on it instead of new TCP connections and
+    handshakes, which sshd would start dropping beyond MaxStartups. share=False gives the old
+    one-connection-per-call options, for comparison (tests and benchmarks only).
     """
     assert cfg.ssh is not None
     opts = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=15"]
@@ -49,7 +143,29 @@ def docker_ssh_opts(host_name: str, cfg: HostConfig) -> list[str]:
         ]
     else:
         opts += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+    if share:
+        ensure_ssh_control_dir()
+        opts += [
+            "-o", "ControlMaster=auto",
+            "-o", f"ControlPath={ssh_control_path(host_name, cfg)}",
+            "-o", f"ControlPersist={CONTROL_PERSIST_S}",
+            # A persisted master whose host went away (reboot, network change) would otherwise
+            # hold new sessions until TCP gives up; with keepalives it exits within a minute.
+            "-o", "ServerAliveInterval=15",
+            "-o", "ServerAliveCountMax=4",
+        ]
     return opts
+
+
+def docker_dial_command(host_name: str, cfg: HostConfig) -> list[str]:
+    """The command the docker CLI connection helper runs for one Engine API connection.
+
+    docker/cli's connhelper passes the provider's ssh_opts, adds -T, then `-l user -p port -- host`
+    and `docker system dial-stdio`.
+    """
+    assert cfg.ssh is not None
+    return ["ssh", *docker_ssh_opts(host_name, cfg), "-T", "-l", cfg.ssh.user, "-p", str(cfg.ssh.port),
+            "--", cfg.address, "docker", "system", "dial-stdio"]
 
 
 def docker_host_url(cfg: HostConfig) -> str:
@@ -107,7 +223,11 @@ class DockerHost(pulumi.ComponentResource):
                     # Reserved addresses (clients outside this stack) are never handed out by Docker.
                     aux_address=dict(sorted(net.reserved.items())) or None)],
                 labels=[docker.NetworkLabelArgs(label=MANAGED_LABEL, value=f"pulumi/{args.stack}")],
-                opts=self.child_opts(self),
+                # Every field is ForceNew and the name is fixed: a second network of that name cannot
+                # exist, and the engine refuses to remove one with endpoints. Deleted first, the
+                # engine also deletes first every container whose networks_advanced takes its name
+                # from this resource, then recreates the network and them (test_change_sets).
+                opts=self.child_opts(self, delete_before_replace=True),
             )
         self.register_outputs({"networks": {n: net.name for n, net in self.networks.items()}})
 
@@ -129,7 +249,18 @@ class DockerHost(pulumi.ComponentResource):
             user=ssh.user,
             private_key=self.args.private_key,
             host_key=None if ssh.insecure_skip_host_key_check else ssh.host_key,
-            dial_error_limit=3,
+            # pulumi-command 1.2.1 (provider/pkg/provider/remote/connection.go) opens one SSH
+            # connection per command and redials a failed dial through pulumi's retry.Until:
+            # waits of 100 ms growing x1.5 up to 5 s, giving up once the failures exceed
+            # dial_error_limit (default 10; the old 3 meant four tries within 0.5 s). A burst past
+            # sshd's MaxStartups resets connections for as long as the burst lasts: in
+            # benchmarks/ssh_transport.py 64 uncapped dials needed up to 9 tries. 15 allows 16
+            # tries over about 36 s; a refused host still fails within that, a silent one after
+            # 16 x per_dial_timeout.
+            dial_error_limit=DIAL_ERROR_LIMIT,
+            # Each try may take this long (the provider's default, stated so it is reviewed
+            # with the limit): enough for a handshake with a busy host.
+            per_dial_timeout=PER_DIAL_TIMEOUT_S,
         )
 
     # ------------------------------------------------------------------ commands
@@ -206,8 +337,8 @@ class DockerHost(pulumi.ComponentResource):
         if spec.health:
             h = spec.health
             health = docker.ContainerHealthcheckArgs(
-                tests=list(h.test), interval=f"{h.interval_s}s", timeout=f"{h.timeout_s}s",
-                retries=h.retries, start_period=f"{h.start_period_s}s")
+                tests=list(h.test), interval=go_duration(h.interval_s), timeout=go_duration(h.timeout_s),
+                retries=h.retries, start_period=go_duration(h.start_period_s))
         gpu = None
         if spec.gpu:
             gpu = [docker.ContainerDeviceRequestArgs(
@@ -223,7 +354,8 @@ class DockerHost(pulumi.ComponentResource):
             entrypoints=list(spec.entrypoint) or None,
             envs=envs or None,
             ports=[docker.ContainerPortArgs(internal=p.container, external=p.host, ip=p.bind, protocol=p.protocol)
-                   for p in spec.ports if p.host is not None] or None,
+                   # In the order the provider reads them back: by container port.
+                   for p in sorted(spec.ports, key=lambda p: (p.container, p.protocol)) if p.host is not None] or None,
             mounts=mounts or None,
             networks_advanced=net,
             healthcheck=health,
@@ -232,15 +364,22 @@ class DockerHost(pulumi.ComponentResource):
             restart="unless-stopped",
             log_driver="json-file",
             log_opts=LOG_OPTS,
-            cpus=f"{spec.cpus:g}",
-            memory=int(round(spec.memory_gb * 1024)),
+            cpus=docker_cpus(spec.cpus),
+            memory=mebibytes(spec.memory_gb),
             user=spec.user,
             shm_size=spec.shm_size_gb * 1024 if spec.shm_size_gb else None,
             privileged=spec.privileged or None,
             read_only=spec.read_only_rootfs or None,
             tmpfs={"/tmp": "rw,noexec,nosuid,size=256m"} if spec.read_only_rootfs else None,
             pid_mode="host" if spec.pid_host else None,
-            devices=[docker.ContainerDeviceArgs(host_path=d, container_path=d) for d in spec.devices] or None,
+            devices=[docker.ContainerDeviceArgs(host_path=d, container_path=d, permissions="rwm")
+                     for d in spec.devices] or None,
+            # The engine sends the stop signal, waits this long, then kills. The provider's delete
+            # stops with a timeout of 0 (an immediate SIGKILL) unless destroy_grace_seconds is set,
+            # so both carry the service's grace: a replaced database shuts down cleanly.
+            stop_timeout=spec.stop_grace_s,
+            destroy_grace_seconds=spec.stop_grace_s,
+            stop_signal=spec.stop_signal,
             wait=spec.wait_healthy or None,
             wait_timeout=600 if spec.wait_healthy else None,
             # A fixed container name and fixed host ports cannot exist twice: the old container
@@ -278,6 +417,8 @@ class DockerHost(pulumi.ComponentResource):
                 f"{self.name}-volume-{vname}", name=vname, driver="local",
                 driver_opts={"type": "nfs", "o": m.nfs.options, "device": f":{m.nfs.export}"},
                 labels=[docker.VolumeLabelArgs(label=MANAGED_LABEL, value=f"pulumi/{self.args.stack}")],
-                opts=self.child_opts(self))
+                # As the network: a volume in use cannot be removed, so a changed export or NFS
+                # option deletes its containers first (they mount it by this resource's name).
+                opts=self.child_opts(self, delete_before_replace=True))
         return self._volumes[vname]
 

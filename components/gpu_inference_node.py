@@ -12,7 +12,7 @@ from .config import InferenceConfig
 from .docker_host import DockerHost
 from .rules import inference_instances
 from .shared_model_store import SharedModelStore
-from .workload import GpuSpec, PortSpec, ServiceSpec, http_health
+from .workload import GRACE_SERVICE, GpuSpec, PortSpec, ServiceSpec, http_health
 
 MODELS_DIR = "/models"
 
@@ -77,6 +77,7 @@ class GpuInferenceNode(pulumi.ComponentResource):
                 needs_root=True,  # the engine images run as root and keep their state under /root
                 # One GPU cannot serve the old and the new container at once.
                 single_gpu=self.on_gpu,
+                stop_grace_s=GRACE_SERVICE,  # in-flight generations finish, the model unloads from VRAM
                 **self._engine(cfg, port, read_only),
             )
             deps = primary_deps if primary else [*store_deps, *args.wait_for, *( [self.pull] if self.pull else [])]

@@ -9,7 +9,7 @@ import yaml
 
 from .config import LoadBalancerConfig
 from .docker_host import DockerHost
-from .workload import ConfigFileSpec, HealthSpec, PortSpec, ServiceSpec
+from .workload import GRACE_SERVICE, ConfigFileSpec, HealthSpec, PortSpec, ServiceSpec
 
 ENTRYPOINT_PORT = 8000
 METRICS_PORT = 8082
@@ -80,6 +80,8 @@ class LoadBalancer(pulumi.ComponentResource):
                                f"--entrypoints.metrics.address=:{METRICS_PORT}"), http_path="/ping",
                               port=METRICS_PORT),
             network=cfg.network,
+            # Longer than Traefik's own 10 s entry-point grace, so open connections drain first.
+            stop_grace_s=GRACE_SERVICE,
         ), self)
         self.url = f"http://{host.cfg.address}:{cfg.port}"
         self.register_outputs({"url": self.url, "backends": self.backends})

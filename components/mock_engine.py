@@ -45,6 +45,7 @@ class Registration:
     inputs: dict  # secrets unwrapped
     raw: dict  # wire form: secrets wrapped in {SECRET_SIG: SECRET_VALUE, "value": …}
     ignore_changes: list[str]
+    property_dependencies: dict[str, list[str]] = field(default_factory=dict)  # input -> URNs it came from
 
     def is_secret(self, key: str) -> bool:
         v = self.raw.get(key)
@@ -130,7 +131,8 @@ class RecordingMonitor(pmocks.MockMonitor):
                 retain_on_delete=bool(request.retainOnDelete),
                 delete_before_replace=bool(request.deleteBeforeReplace),
                 dependencies=list(request.dependencies), inputs=unwrap(inputs), raw=raw,
-                ignore_changes=list(request.ignoreChanges)))
+                ignore_changes=list(request.ignoreChanges),
+                property_dependencies={k: sorted(v.urns) for k, v in request.propertyDependencies.items()}))
         return resp
 
     def RegisterResourceOutputs(self, request):

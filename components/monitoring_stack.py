@@ -16,7 +16,7 @@ from .config import MonitoringConfig
 from . import scripts
 from .data_services import secret_or_generated
 from .docker_host import DockerHost
-from .workload import ConfigFileSpec, GpuSpec, MountSpec, PortSpec, ServiceSpec, http_health
+from .workload import GRACE_DATA, GRACE_SERVICE, ConfigFileSpec, GpuSpec, MountSpec, PortSpec, ServiceSpec, http_health
 
 
 @dataclass(frozen=True)
@@ -329,6 +329,7 @@ class MonitoringStack(pulumi.ComponentResource):
                                   reload_signal="HUP")),
             health=http_health(9090, "/-/healthy"), user=central.cfg.data_owner, network=cfg.network,
             stateful=True, labels=labels.get("prometheus", {}), read_only_rootfs=True,
+            stop_grace_s=GRACE_DATA,  # SIGTERM: closes the head block and the WAL
         ), self, depends_on=[dirs])
         dashboards = [ConfigFileSpec("dashboards/host.json", host_dashboard())]
         dashboards += [ConfigFileSpec(f"dashboards/gpu-{e}.json", gpu_dashboard(e)) for e in gpu_exporters]
@@ -344,7 +345,7 @@ class MonitoringStack(pulumi.ComponentResource):
                    ConfigFileSpec("provisioning/dashboards/octollm.yml", grafana_dashboard_provider()),
                    *dashboards),
             health=http_health(3000, "/api/health"), user=central.cfg.data_owner, network=cfg.network,
-            stateful=True, labels=labels.get("grafana", {}),
+            stateful=True, labels=labels.get("grafana", {}), stop_grace_s=GRACE_SERVICE,
         ), self, depends_on=[dirs])
         if central.kind == "docker":
             central.command(f"{name}-grafana-password-sync", self,
@@ -360,6 +361,7 @@ class MonitoringStack(pulumi.ComponentResource):
             files=(ConfigFileSpec("loki.yml", loki_config(cfg.retention)),),
             health=http_health(3100, "/ready"), user=central.cfg.data_owner, network=cfg.network,
             stateful=True, labels=labels.get("loki", {}), read_only_rootfs=True,
+            stop_grace_s=GRACE_DATA,  # SIGTERM: flushes in-memory chunks to the store
         ), self, depends_on=[dirs])
         self.containers["blackbox-exporter"] = central.run(ServiceSpec(
             name="blackbox-exporter", image=central.image_ref("blackbox-exporter"),

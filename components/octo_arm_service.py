@@ -8,7 +8,7 @@ import pulumi
 
 from .config import OctoLlmConfig, ServicePlacement
 from .docker_host import DockerHost
-from .workload import PortSpec, ServiceSpec, http_health
+from .workload import GRACE_SERVICE, PortSpec, ServiceSpec, http_health
 
 
 @dataclass
@@ -46,6 +46,7 @@ def service_specs(args: OctoArmServiceArgs) -> list[ServiceSpec]:
             ports=(PortSpec(p.port, p.port, bind, name="http", metrics_path="/metrics"),),
             health=http_health(p.port, "/health", tool="curl"),
             network=cfg.network, labels=args.labels.get(service, {}), autoscale=autoscale,
+            stop_grace_s=GRACE_SERVICE,  # requests in flight (some wait on an LLM) complete
         )
 
     orch_secret = {

@@ -60,6 +60,11 @@ class GpuSpec:
 
 CONFIG_MOUNT = "/etc/octollm"  # where a service's ConfigFileSpecs appear, on every platform
 
+# Stop grace (seconds between the stop signal and SIGKILL) by what a service must finish first:
+# databases, stores and the TSDB flush to disk; services drain requests, inference unloads models.
+GRACE_DATA = 60
+GRACE_SERVICE = 30
+
 
 @dataclass(frozen=True)
 class ConfigFileSpec:
@@ -98,6 +103,10 @@ class ServiceSpec:
     docker_socket: bool = False  # mounts /var/run/docker.sock read-only
     wait_healthy: bool = False  # block dependants until the health check passes
     single_gpu: bool = False  # stop the old instance before starting the new one
+    # How long a stop waits after the stop signal before SIGKILL (Docker stop timeout and the
+    # provider's destroy grace; Kubernetes terminationGracePeriodSeconds). Databases flush, models unload.
+    stop_grace_s: int = 10
+    stop_signal: str | None = None  # None: the image's own STOPSIGNAL (SIGTERM unless it says otherwise)
     # Kubernetes only: horizontal scaling and disruption budget
     autoscale: tuple[int, int, int] | None = None  # (min replicas, max replicas, target CPU %)
     service_account: str | None = None  # Kubernetes: the pod talks to the API (log shipping)

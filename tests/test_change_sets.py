@@ -104,3 +104,70 @@ def test_rotating_the_worker_redis_password_reaches_the_worker_redis_only(run, h
     b = variant(run, "homelab", lambda c: c.update({"rotate": {"workerRedis": "2"}}))
     _, _, changed = diff(homelab, b)
     assert changed == {"workers-redis-password", "zfs-ai-worker-redis"}
+
+
+# ------------------------------------------------------------------ networks and volumes that can change
+
+def _ops(steps, op):
+    return [s.name for s in steps if s.op == op]
+
+
+def test_changing_a_subnet_replaces_the_network_with_its_containers_in_an_order_the_engine_accepts(run, unraid):
+    from replace_plan import plan
+
+    def move(c):
+        c["hosts"]["unraid"]["networks"]["octollm-net"] = {"subnet": "172.21.0.0/16", "gateway": "172.21.0.1"}
+    b = variant(run, "unraid", move)
+    steps = plan(unraid, b)
+    on_net = {r.name for r in b.of_type("docker:index/container:Container")
+              if any(n["name"] == "octollm-net" for n in r.inputs.get("networksAdvanced", []))}
+    assert len(on_net) == 22 and {"unraid-postgres", "unraid-ollama", "unraid-grafana"} <= on_net
+    deletes, creates = _ops(steps, "delete-replaced"), _ops(steps, "create-replacement")
+    # every container on the network goes first, then the network; it comes back first, then they do
+    assert set(deletes[:-1]) == on_net and deletes[-1] == "unraid-net-octollm-net"
+    assert creates[0] == "unraid-net-octollm-net" and set(creates[1:]) == on_net
+    assert [s.op for s in steps if s.op != "update"] == ["delete-replaced"] * 23 + ["create-replacement"] * 23
+    # anything goes after what it depends on, and is removed before it
+    urns = {r.urn: r.name for r in b.registrations}
+    for r in b.registrations:
+        for dep in {urns.get(d) for d in r.dependencies} & set(creates) if r.name in creates else ():
+            assert creates.index(dep) < creates.index(r.name) and deletes.index(dep) > deletes.index(r.name)
+    # nothing that holds data is touched: directories, datasets and images stay
+    assert _ops(steps, "update") == ["unraid-preflight"]
+    assert all(r.protect for r in b.registrations if r.name.endswith("-data-dirs"))
+
+
+def test_changing_a_gateway_is_the_same_replacement(run, unraid):
+    from replace_plan import plan
+
+    b = variant(run, "unraid", lambda c: c["hosts"]["unraid"]["networks"]["octollm-net"].update({"gateway": "172.20.255.254"}))
+    steps = plan(unraid, b)
+    assert _ops(steps, "delete-replaced")[-1] == "unraid-net-octollm-net"
+    assert len(_ops(steps, "create-replacement")) == 23
+
+
+def test_without_delete_before_replace_the_network_change_would_fail(run, unraid, monkeypatch):
+    """The guard: drop delete_before_replace on networks and the plan creates a second network of the
+    same name while the old one still has its containers, which the engine refuses."""
+    from replace_plan import plan
+
+    def move(c):
+        c["hosts"]["unraid"]["networks"]["octollm-net"] = {"subnet": "172.21.0.0/16", "gateway": "172.21.0.1"}
+    b = variant(run, "unraid", move)
+    net = b.by_name("unraid-net-octollm-net")
+    monkeypatch.setattr(net, "delete_before_replace", False)
+    steps = plan(unraid, b)
+    assert [(s.op, s.name) for s in steps if s.op != "update"] == [
+        ("create-replacement", "unraid-net-octollm-net"), ("delete-replaced", "unraid-net-octollm-net")]
+
+
+def test_changing_nfs_options_replaces_the_volume_and_only_its_readers(run, homelab):
+    from replace_plan import plan
+
+    b = variant(run, "homelab", lambda c: c["modelStores"]["ollama-models"].update({"mountOptions": "nfsvers=4.1,hard"}))
+    steps = plan(homelab, b)
+    deletes, creates = _ops(steps, "delete-replaced"), _ops(steps, "create-replacement")
+    readers = ["server84-ollama-84", "server84-ollama-84-1", "server84-ollama-84-2"]
+    assert set(deletes[:-1]) == set(readers) and deletes[-1] == "server84-volume-ollama-models-nfs-ro"
+    assert creates[0] == "server84-volume-ollama-models-nfs-ro" and set(creates[1:]) == set(readers)
+    assert len(creates) == 4
