@@ -1,14 +1,29 @@
 """Kubernetes platform: the same ServiceSpecs become Deployments/StatefulSets, Services, Secrets,
-ConfigMaps, PVCs, HPAs and PDBs in one namespace, behind a default-deny NetworkPolicy."""
+ConfigMaps, PVCs, HPAs and PDBs in one namespace, behind a default-deny NetworkPolicy.
+
+A second `pulumi up` must change nothing. pulumi-kubernetes (4.x) diffs the new inputs against the
+live object pruned to the shape of the inputs (provider/pkg/provider/provider.go Diff), and a refresh
+stores the live object, pruned the same way, as the new inputs (Read). So every field this module sets
+is written the way the API server gives it back: quantities in canonical form, no empty lists or
+zero values of `omitempty` fields, Secret values as `data` (the provider turns `stringData` into
+`data`: provider/pkg/clients/unstructured.go normalizeSecret). tests/readback_kubernetes.py models
+that read-back and tests/test_kubernetes_drift.py holds every object of the gke stack to it.
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
+import math
 import re
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
 
 import pulumi
 import pulumi_kubernetes as k8s
+import pulumi_random as random
 
 from . import catalog
 from .config import HostConfig, KubernetesConfig
@@ -19,6 +34,15 @@ GPU_RESOURCE = "nvidia.com/gpu"
 GKE_ACCELERATOR = "cloud.google.com/gke-accelerator"
 DATA_PREFIX = "pvc://"
 K8S_UID = 10001
+# pulumi-kubernetes reads this annotation as the await timeout of create, update and delete when the
+# resource has no customTimeouts (provider/pkg/metadata/overrides.go TimeoutDuration, used by
+# provider/pkg/await/await.go Creation/Update/Deletion for every kind, Job, Deployment and
+# StatefulSet included); without either, every awaiter gives up after 10 minutes
+# (DefaultJobTimeoutMins, DefaultDeploymentTimeoutMins, DefaultStatefulSetTimeoutMins).
+TIMEOUT_ANNOTATION = "pulumi.com/timeoutSeconds"
+# Hashes of what a pod reads from its Secret and its ConfigMap: a change rolls the pods.
+ENV_CHECKSUM = "octollm.io/env-checksum"
+FILES_CHECKSUM = "octollm.io/files-checksum"
 
 
 def labels_for(service: str) -> dict[str, str]:
@@ -29,12 +53,101 @@ def _key(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name)
 
 
-def _mem(gb: float) -> str:
-    return f"{int(round(gb * 1024))}Mi"
+# ------------------------------------------------------------------ quantities, in the API server's form
+# The API server stores every resource.Quantity in canonical form (k8s.io/apimachinery
+# pkg/api/resource quantity.go, CanonicalizeBytes): no fractional digits, the largest suffix that
+# keeps the value exact, binary suffixes (Ki..Ei) only for whole multiples of 1024, decimal ones
+# (m, "", k, M, G..) in steps of 10^3. "8000m" comes back as "8", "16384Mi" as "16Gi".
+
+_DECIMAL_SUFFIX = {-9: "n", -6: "u", -3: "m", 0: "", 3: "k", 6: "M", 9: "G", 12: "T", 15: "P", 18: "E"}
+_BINARY_SUFFIX = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"]
 
 
-def _cpu(cpus: float) -> str:
-    return f"{int(round(cpus * 1000))}m"
+def decimal_quantity(mantissa: int, exponent: int = 0) -> str:
+    """mantissa x 10^exponent in canonical decimal form."""
+    if mantissa == 0:
+        return "0"
+    while mantissa % 10 == 0:
+        mantissa //= 10
+        exponent += 1
+    while exponent % 3:
+        mantissa *= 10
+        exponent -= 1
+    return f"{mantissa}{_DECIMAL_SUFFIX[exponent]}"
+
+
+def binary_quantity(n_bytes: int) -> str:
+    """A whole number of bytes in canonical form: a binary suffix when it is a multiple of 1024."""
+    if n_bytes < 1024:
+        return decimal_quantity(n_bytes)
+    power = 0
+    while n_bytes % 1024 == 0:
+        n_bytes //= 1024
+        power += 1
+    return f"{n_bytes}{_BINARY_SUFFIX[power]}"
+
+
+def cpu_quantity(cpus: float) -> str:
+    return decimal_quantity(int(round(cpus * 1000)), -3)
+
+
+def memory_quantity(gb: float) -> str:
+    return binary_quantity(int(round(gb * 1024)) * 2**20)
+
+
+def storage_quantity(gb: int) -> str:
+    return binary_quantity(int(gb) * 2**30)
+
+
+# ------------------------------------------------------------------ model pulls
+
+PULL_RATE_MB_S = 10  # sustained download + write to the shared claim, assumed well below what GCE gets
+PULL_OVERHEAD_MIN = 15  # a GPU node scaled up from zero, its driver installed, the engine image pulled
+PULL_FLOOR_MIN = 30
+
+
+def default_model_pull_timeout_minutes(models_per_workload: Sequence[Sequence[str]]) -> int:
+    """How long a model pull (or a GPU workload that downloads its model) may take, in minutes.
+
+    The slowest workload sets it: its models' size on disk (catalog.MODELS; an unknown model counts as
+    the largest catalogued one) at PULL_RATE_MB_S, plus PULL_OVERHEAD_MIN, rounded up to 5 minutes and
+    never below PULL_FLOOR_MIN. The gke stack's 12.6 GB (llama3.1:8b, codellama:13b, nomic-embed-text)
+    comes to 40 minutes, four times the provider's default.
+    """
+    largest = max(m.size_gb for m in catalog.MODELS.values())
+    worst = max((sum(catalog.MODELS[m].size_gb if m in catalog.MODELS else largest for m in models)
+                 for models in models_per_workload), default=0.0)
+    minutes = PULL_OVERHEAD_MIN + worst * 1000 / PULL_RATE_MB_S / 60
+    return max(PULL_FLOOR_MIN, int(math.ceil(minutes / 5) * 5))
+
+
+# ------------------------------------------------------------------ start hooks
+
+def postgres_password_on_start(wait_seconds: int = 600) -> str:
+    """postStart hook of the PostgreSQL container: make the running database use the current password.
+
+    POSTGRES_PASSWORD only acts when initdb creates the cluster; after that a rotated Secret reaches the
+    environment but not the database. The hook runs in every new container, hence after every rotation
+    (the Secret's checksum on the pod template restarts the pod). It connects over the local socket,
+    which the image's initdb leaves on `trust`, as POSTGRES_USER; psql reads the password from the
+    environment (psql 15's getenv meta-command), so it is on no command line. Statement logging is off for the
+    session, so the server log never holds it either. Retries until the server answers, across the
+    image's temporary init-time server; the container is not Running until the hook returns.
+    """
+    return "\n".join([
+        "set -eu",
+        f"deadline=$(( $(date +%s) + {int(wait_seconds)} ))",
+        "until psql -X -v ON_ERROR_STOP=1 -q -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\" >/dev/null 2>&1 <<'SQL'",
+        "SET log_statement = 'none';",
+        "SET log_min_error_statement = 'panic';",
+        "\\getenv pw POSTGRES_PASSWORD",
+        "ALTER ROLE CURRENT_USER PASSWORD :'pw';",
+        "SQL",
+        "do",
+        '  if [ "$(date +%s)" -ge "$deadline" ]; then echo "postgres: the current password could not be applied" >&2; exit 1; fi',
+        "  sleep 2",
+        "done",
+    ]) + "\n"
 
 
 def probe(h: HealthSpec, *, initial: int = 0, failures: int | None = None) -> dict:
@@ -59,6 +172,10 @@ class KubernetesPlatformArgs:
     stack: str
     provider: k8s.Provider
     images: dict[str, str] | None = None
+    # How long `up` waits for a model pull and for GPU workloads (TIMEOUT_ANNOTATION).
+    model_pull_timeout_minutes: int = PULL_FLOOR_MIN
+    # service -> command run by the kubelet in each new container of it (postStart).
+    start_hooks: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
 
 class KubernetesPlatform(pulumi.ComponentResource):
@@ -76,12 +193,33 @@ class KubernetesPlatform(pulumi.ComponentResource):
         self.networks: dict = {}
         self.gate: list[pulumi.Resource] = []
         self.namespace_name = args.kube.namespace
-        self.namespace = k8s.core.v1.Namespace(
-            f"{name}-namespace",
-            metadata={"name": self.namespace_name, "labels": {"app.kubernetes.io/part-of": "octollm",
-                                                             "kubernetes.io/metadata.name": self.namespace_name}},
-            opts=pulumi.ResourceOptions(parent=self, provider=args.provider))
+        metadata = {"name": self.namespace_name, "labels": {"app.kubernetes.io/part-of": "octollm",
+                                                             "kubernetes.io/metadata.name": self.namespace_name}}
+        if args.kube.adopt_namespace:
+            # A namespace someone else made (or will keep). A Patch resource is applied with server-side
+            # apply, which creates the namespace when it is missing and otherwise only adds these labels;
+            # deleting a Patch resource relinquishes its fields and never deletes the object
+            # (provider/pkg/await/await.go Deletion: ssa.Relinquish), and retain_on_delete keeps even the
+            # labels on destroy. Fields another manager set to other values are a conflict, reported
+            # with that manager's name, not overwritten (no pulumi.com/patchForce).
+            self.namespace = k8s.core.v1.NamespacePatch(
+                f"{name}-namespace", metadata=metadata,
+                opts=pulumi.ResourceOptions(parent=self, provider=args.provider, retain_on_delete=True))
+        else:
+            # Since pulumi-kubernetes 4.29 a create is a client-side create, not a server-side apply
+            # upsert, unless the provider sets upsertExistingObjects (this program never does): a
+            # namespace that already exists is refused with AlreadyExists and the provider's advice
+            # (provider/pkg/await/await.go Creation), before anything is created in it. The way out
+            # for a namespace that must stay is kubernetes.adoptNamespace: true.
+            self.namespace = k8s.core.v1.Namespace(
+                f"{name}-namespace", metadata=metadata,
+                opts=pulumi.ResourceOptions(parent=self, provider=args.provider))
         self.gate = [self.namespace]
+        # Keys the checksums on pod templates (HMAC-SHA256): without it a checksum of a Secret is a
+        # fast offline guessing oracle for its password, readable by anyone who may read Deployments.
+        # Kept in state, so the same content gives the same checksum on every run.
+        self.checksum_key = pulumi.Output.secret(random.RandomPassword(
+            f"{name}-checksum-key", length=32, special=False, opts=pulumi.ResourceOptions(parent=self)).result)
         self.register_outputs({"namespace": self.namespace_name})
 
     # ------------------------------------------------------------------ shared interface with DockerHost
@@ -114,6 +252,26 @@ class KubernetesPlatform(pulumi.ComponentResource):
             m["annotations"] = annotations
         return m
 
+    def pull_timeout(self) -> dict[str, str]:
+        """The await timeout of work that waits on a model download (TIMEOUT_ANNOTATION).
+
+        The annotation rather than customTimeouts: it is part of the object (a preview shows it, and it
+        applies to create, update and delete alike). A customTimeouts option would take precedence.
+        pulumi.com/skipAwait is no answer: dependants (the inference pods) would start before the pull.
+        """
+        return {TIMEOUT_ANNOTATION: str(self.args.model_pull_timeout_minutes * 60)}
+
+    def checksum(self, values: Mapping[str, pulumi.Input[str]]) -> pulumi.Output[str]:
+        """HMAC-SHA256 of `values` under the stack's checksum key: stable for the same content, and
+        revealing nothing about it, so it is a plain (unsecret) value a preview can show changing."""
+        def digest(args) -> str:
+            key, vals = args
+            body = json.dumps(vals, sort_keys=True, separators=(",", ":"))
+            return hmac.new(key.encode(), body.encode(), hashlib.sha256).hexdigest()
+
+        return pulumi.Output.unsecret(pulumi.Output.all(self.checksum_key, pulumi.Output.all(**dict(values)))
+                                      .apply(digest))
+
     # ------------------------------------------------------------------ storage
 
     def shared_claim(self, name: str, parent: pulumi.Resource, storage_class: str, size_gb: int) -> k8s.core.v1.PersistentVolumeClaim:
@@ -121,7 +279,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
             f"{self.name}-{name}",
             metadata=self.meta(name),
             spec={"accessModes": ["ReadWriteMany"], "storageClassName": storage_class,
-                  "resources": {"requests": {"storage": f"{size_gb}Gi"}}},
+                  "resources": {"requests": {"storage": storage_quantity(size_gb)}}},
             # Model weights outlive the stack: never deleted by pulumi destroy or a replacement.
             opts=self.child_opts(parent, protect=True, retain_on_delete=True))
 
@@ -140,25 +298,32 @@ class KubernetesPlatform(pulumi.ComponentResource):
     # ------------------------------------------------------------------ workloads
 
     def pod_spec(self, spec: ServiceSpec, *, restart_never: bool = False) -> tuple[dict, list[dict]]:
-        """The pod template spec of a service, and the volume claim templates it needs."""
+        """The pod template spec of a service, and the volume claim templates it needs.
+
+        Empty lists and false `omitempty` flags are left out: the API server drops them, so an input
+        holding one would differ from what a refresh reads back.
+        """
         svc = spec.name
         env = [{"name": k, "value": v} for k, v in sorted(spec.env.items())]
         # Secret values live in a Secret and are referenced, never written into the pod spec.
         env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": f"{svc}-env", "key": k}}}
                 for k in sorted(spec.secret_env)]
-        resources = {"requests": {"cpu": _cpu(spec.cpus), "memory": _mem(spec.memory_gb)},
-                     "limits": {"cpu": _cpu(spec.cpus), "memory": _mem(spec.memory_gb)}}
+        resources = {"requests": {"cpu": cpu_quantity(spec.cpus), "memory": memory_quantity(spec.memory_gb)},
+                     "limits": {"cpu": cpu_quantity(spec.cpus), "memory": memory_quantity(spec.memory_gb)}}
         volumes, mounts, claims = [], [], []
         for m in spec.mounts:
             if m.kind == "bind" and m.source.startswith(DATA_PREFIX):
                 claims.append({"metadata": {"name": "data"}, "spec": {
                     "accessModes": ["ReadWriteOnce"], "storageClassName": self.kube.storage_class,
-                    "resources": {"requests": {"storage": f"{self.kube.data_size_gb}Gi"}}}})
+                    "resources": {"requests": {"storage": storage_quantity(self.kube.data_size_gb)}}}})
                 mounts.append({"name": "data", "mountPath": m.target})
             elif m.kind == "claim":
-                volumes.append({"name": m.source, "persistentVolumeClaim": {"claimName": m.source,
-                                                                            "readOnly": m.read_only}})
-                mounts.append({"name": m.source, "mountPath": m.target, "readOnly": m.read_only})
+                source: dict = {"claimName": m.source}
+                mount: dict = {"name": m.source, "mountPath": m.target}
+                if m.read_only:
+                    source["readOnly"] = mount["readOnly"] = True
+                volumes.append({"name": m.source, "persistentVolumeClaim": source})
+                mounts.append(mount)
             else:
                 raise pulumi.RunError(f"{svc}: {m.kind} mount of {m.source} has no Kubernetes equivalent")
         if spec.files:
@@ -167,7 +332,8 @@ class KubernetesPlatform(pulumi.ComponentResource):
                                                   for f in sorted(spec.files, key=lambda f: f.name)]}})
             mounts.append({"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True})
         if spec.shm_size_gb:
-            volumes.append({"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{spec.shm_size_gb}Gi"}})
+            volumes.append({"name": "shm", "emptyDir": {"medium": "Memory",
+                                                        "sizeLimit": storage_quantity(spec.shm_size_gb)}})
             mounts.append({"name": "shm", "mountPath": "/dev/shm"})
         security: dict = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
                           "readOnlyRootFilesystem": spec.read_only_rootfs}
@@ -180,12 +346,15 @@ class KubernetesPlatform(pulumi.ComponentResource):
         if spec.read_only_rootfs:
             volumes.append({"name": "tmp", "emptyDir": {}})
             mounts.append({"name": "tmp", "mountPath": "/tmp"})
-        container: dict = {
-            "name": svc, "image": spec.image, "imagePullPolicy": "Always",
-            "ports": [{"name": p.name[:15], "containerPort": p.container, "protocol": p.protocol.upper()}
-                      for p in spec.ports],
-            "env": env, "resources": resources, "securityContext": security, "volumeMounts": mounts,
-        }
+        container: dict = {"name": svc, "image": spec.image, "imagePullPolicy": "Always"}
+        if spec.ports:
+            container["ports"] = [{"name": p.name[:15], "containerPort": p.container, "protocol": p.protocol.upper()}
+                                  for p in spec.ports]
+        if env:
+            container["env"] = env
+        container.update({"resources": resources, "securityContext": security})
+        if mounts:
+            container["volumeMounts"] = mounts
         if spec.entrypoint:
             container["command"] = list(spec.entrypoint)
         if spec.command:
@@ -197,60 +366,94 @@ class KubernetesPlatform(pulumi.ComponentResource):
             if h.start_period_s >= 60:
                 # Slow starts (model loads) get a startup probe, so liveness does not kill them meanwhile.
                 container["startupProbe"] = probe(h, failures=max(1, h.start_period_s // h.interval_s))
+        if svc in self.args.start_hooks:
+            container["lifecycle"] = {"postStart": {"exec": {"command": list(self.args.start_hooks[svc])}}}
+        # stop_signal has no Kubernetes field before 1.33 (alpha): the runtime sends the image's
+        # STOPSIGNAL, which is the signal the spec asks for where it names one (postgres: SIGINT).
         pod: dict = {"containers": [container], "securityContext": pod_security,
-                     "automountServiceAccountToken": spec.service_account is not None, "volumes": volumes}
+                     "automountServiceAccountToken": spec.service_account is not None,
+                     "terminationGracePeriodSeconds": spec.stop_grace_s}
+        if volumes:
+            pod["volumes"] = volumes
         if spec.service_account:
             pod["serviceAccountName"] = spec.service_account
         if restart_never:
             pod["restartPolicy"] = "Never"
         if spec.gpu:
             count = spec.gpu.count if spec.gpu.count and spec.gpu.count > 0 else 1
-            resources["limits"][GPU_RESOURCE] = str(count)
-            resources["requests"][GPU_RESOURCE] = str(count)
+            resources["limits"][GPU_RESOURCE] = decimal_quantity(count)
+            resources["requests"][GPU_RESOURCE] = decimal_quantity(count)
             pod["nodeSelector"] = {GKE_ACCELERATOR: self.kube.accelerator}
             pod["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
         return pod, claims
 
+    def _config_objects(self, spec: ServiceSpec, parent: pulumi.Resource) -> tuple[list[pulumi.Resource], dict]:
+        """The Secret and ConfigMap a service reads, and the pod-template annotations that roll its pods
+        when either changes (a Secret or ConfigMap update alone restarts nothing)."""
+        svc = spec.name
+        made: list[pulumi.Resource] = []
+        annotations: dict = {}
+        if spec.secret_env:
+            values = dict(sorted(spec.secret_env.items()))
+            made.append(k8s.core.v1.Secret(
+                f"{self.name}-{svc}-env", metadata=self.meta(f"{svc}-env", labels_for(svc)), type="Opaque",
+                # `data`, base64, as the provider stores it (it rewrites stringData into data).
+                data={k: pulumi.Output.secret(v).apply(lambda s: base64.b64encode(s.encode()).decode())
+                      for k, v in values.items()},
+                opts=self.child_opts(parent)))
+            annotations[ENV_CHECKSUM] = self.checksum(values)
+        if spec.files:
+            contents = {_key(f.name): f.content for f in sorted(spec.files, key=lambda f: f.name)}
+            made.append(k8s.core.v1.ConfigMap(
+                f"{self.name}-{svc}-files", metadata=self.meta(f"{svc}-files", labels_for(svc)),
+                data=contents, opts=self.child_opts(parent)))
+            annotations[FILES_CHECKSUM] = self.checksum(contents)
+        return made, annotations
+
+    @staticmethod
+    def _template(svc: str, pod: dict, annotations: dict) -> dict:
+        metadata: dict = {"labels": labels_for(svc)}
+        if annotations:
+            metadata["annotations"] = annotations
+        return {"metadata": metadata, "spec": pod}
+
     def run(self, spec: ServiceSpec, parent: pulumi.Resource, depends_on: Sequence[pulumi.Resource] = ()):
         svc = spec.name
-        deps = list(depends_on)
-        if spec.secret_env:
-            deps.append(k8s.core.v1.Secret(
-                f"{self.name}-{svc}-env", metadata=self.meta(f"{svc}-env", labels_for(svc)), type="Opaque",
-                string_data={k: pulumi.Output.secret(v) for k, v in sorted(spec.secret_env.items())},
-                opts=self.child_opts(parent)))
-        if spec.files:
-            deps.append(k8s.core.v1.ConfigMap(
-                f"{self.name}-{svc}-files", metadata=self.meta(f"{svc}-files", labels_for(svc)),
-                data={_key(f.name): f.content for f in sorted(spec.files, key=lambda f: f.name)},
-                opts=self.child_opts(parent)))
+        made, checksums = self._config_objects(spec, parent)
+        deps = list(depends_on) + made
         pod, claims = self.pod_spec(spec)
-        labels = labels_for(svc)
-        template = {"metadata": {"labels": labels}, "spec": pod}
-        replicas = spec.autoscale[0] if spec.autoscale else 1
+        template = self._template(svc, pod, checksums)
+        # A GPU workload waits for a GPU node (scaled up from zero, driver installed), a large image
+        # and, for engines that download their own weights, the model: longer than the 10 minutes
+        # the provider waits by default.
+        meta = self.meta(svc, annotations=self.pull_timeout() if spec.gpu else None)
         if spec.stateful or claims:
-            workload = k8s.apps.v1.StatefulSet(
-                f"{self.name}-{svc}", metadata=self.meta(svc),
-                spec={"serviceName": svc, "replicas": 1, "selector": {"matchLabels": {NAME_LABEL: svc}},
-                      "template": template, "volumeClaimTemplates": claims},
-                opts=self.child_opts(parent, depends_on=deps))
+            body: dict = {"serviceName": svc, "replicas": 1, "selector": {"matchLabels": {NAME_LABEL: svc}},
+                          "template": template}
+            if claims:
+                body["volumeClaimTemplates"] = claims
+            workload = k8s.apps.v1.StatefulSet(f"{self.name}-{svc}", metadata=meta, spec=body,
+                                               opts=self.child_opts(parent, depends_on=deps))
         else:
             strategy = {"type": "Recreate"} if spec.gpu else {
                 "type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
-            workload = k8s.apps.v1.Deployment(
-                f"{self.name}-{svc}", metadata=self.meta(svc),
-                # A GPU Deployment is Recreate: a rolling update would wait forever for the GPU
-                # the old pod still holds.
-                spec={"replicas": replicas, "selector": {"matchLabels": {NAME_LABEL: svc}},
-                      "strategy": strategy, "template": template},
-                opts=self.child_opts(parent, depends_on=deps))
+            # A GPU Deployment is Recreate: a rolling update would wait forever for the GPU
+            # the old pod still holds.
+            body = {"selector": {"matchLabels": {NAME_LABEL: svc}}, "strategy": strategy, "template": template}
+            if not spec.autoscale:
+                body = {"replicas": 1, **body}
+            # An HPA owns the replica count of the Deployments it targets, so they carry no
+            # spec.replicas. Server-side apply (how pulumi-kubernetes updates) leaves a field it is not
+            # given to whoever manages it: once the HPA has scaled, its controller owns spec.replicas
+            # and an `up` neither resets it nor conflicts with it (setting it did both: drift on every
+            # refresh, and an apply conflict with kube-controller-manager's "scale" subresource). A new
+            # Deployment starts at the API server's default of 1 and the HPA raises it to minReplicas
+            # within one sync (15 s). Upgrading a Deployment whose spec.replicas the program still owns
+            # (the HPA never changed it) drops it back to that default once, until the HPA acts.
+            workload = k8s.apps.v1.Deployment(f"{self.name}-{svc}", metadata=meta, spec=body,
+                                              opts=self.child_opts(parent, depends_on=deps))
         if spec.ports:
-            k8s.core.v1.Service(
-                f"{self.name}-{svc}-service", metadata=self.meta(svc),
-                spec={"selector": {NAME_LABEL: svc}, "ports": [
-                    {"name": p.name[:15], "port": p.container, "targetPort": p.container,
-                     "protocol": p.protocol.upper()} for p in spec.ports]},
-                opts=self.child_opts(parent))
+            self._service(svc, spec, parent)
         if spec.autoscale:
             lo, hi, cpu = spec.autoscale
             k8s.autoscaling.v2.HorizontalPodAutoscaler(
@@ -266,34 +469,41 @@ class KubernetesPlatform(pulumi.ComponentResource):
                 opts=self.child_opts(parent))
         return workload
 
+    def _service(self, svc: str, spec: ServiceSpec, parent: pulumi.Resource) -> k8s.core.v1.Service:
+        return k8s.core.v1.Service(
+            f"{self.name}-{svc}-service", metadata=self.meta(svc),
+            spec={"selector": {NAME_LABEL: svc}, "ports": [
+                {"name": p.name[:15], "port": p.container, "targetPort": p.container,
+                 "protocol": p.protocol.upper()} for p in spec.ports]},
+            opts=self.child_opts(parent))
+
     def daemon(self, spec: ServiceSpec, parent: pulumi.Resource, gpu_nodes: bool = False) -> k8s.apps.v1.DaemonSet:
         """One pod per node; with gpu_nodes, per GPU node, watching the GPUs without claiming one."""
         svc = spec.name
+        made, checksums = self._config_objects(spec, parent)
         pod, _ = self.pod_spec(spec)
         if gpu_nodes:
             pod["nodeSelector"] = {GKE_ACCELERATOR: self.kube.accelerator}
             pod["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
         ds = k8s.apps.v1.DaemonSet(
             f"{self.name}-{svc}", metadata=self.meta(svc),
-            spec={"selector": {"matchLabels": {NAME_LABEL: svc}},
-                  "template": {"metadata": {"labels": labels_for(svc)}, "spec": pod}},
-            opts=self.child_opts(parent))
-        k8s.core.v1.Service(
-            f"{self.name}-{svc}-service", metadata=self.meta(svc),
-            spec={"selector": {NAME_LABEL: svc}, "ports": [
-                {"name": p.name[:15], "port": p.container, "targetPort": p.container} for p in spec.ports]},
-            opts=self.child_opts(parent))
+            spec={"selector": {"matchLabels": {NAME_LABEL: svc}}, "template": self._template(svc, pod, checksums)},
+            opts=self.child_opts(parent, depends_on=made))
+        if spec.ports:
+            self._service(svc, spec, parent)
         return ds
 
     def job(self, name: str, spec: ServiceSpec, parent: pulumi.Resource,
             depends_on: Sequence[pulumi.Resource] = ()) -> k8s.batch.v1.Job:
+        """A run-to-completion pod. Jobs on this platform fill model stores, so they get the pull timeout."""
+        made, checksums = self._config_objects(spec, parent)
         pod, _ = self.pod_spec(spec, restart_never=True)
         pod["containers"][0].pop("readinessProbe", None)
         pod["containers"][0].pop("livenessProbe", None)
         pod["containers"][0].pop("startupProbe", None)
         return k8s.batch.v1.Job(
-            f"{self.name}-{name}", metadata=self.meta(name, labels_for(spec.name)),
-            spec={"backoffLimit": 3,
-                  "template": {"metadata": {"labels": labels_for(spec.name)}, "spec": pod}},
-            # pulumi-kubernetes waits for the Job to complete before dependants are created.
-            opts=self.child_opts(parent, depends_on=depends_on, delete_before_replace=True))
+            f"{self.name}-{name}", metadata=self.meta(name, labels_for(spec.name), self.pull_timeout()),
+            spec={"backoffLimit": 3, "template": self._template(spec.name, pod, checksums)},
+            # pulumi-kubernetes waits for the Job to complete before dependants are created, for up to
+            # the pull timeout (the Job awaiter: provider/pkg/await/job.go).
+            opts=self.child_opts(parent, depends_on=[*depends_on, *made], delete_before_replace=True))

@@ -77,11 +77,25 @@ def read_private_keys(cfg: StackConfig) -> dict[str, str]:
         if host.kind != "ssh" or host.ssh is None or host.ssh.identity_file is None:
             continue
         path = Path(os.path.expanduser(host.ssh.identity_file))
+        key_path = f"hosts.{name}.ssh.identityFile"
         try:
-            keys[name] = path.read_text()
-        except OSError as exc:
-            problems.append(Problem(path=f"hosts.{name}.ssh.identityFile",
-                                    message=f"cannot read {path}: {exc.strerror or exc}"))
+            mode = path.stat().st_mode
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(Problem(path=key_path, message=f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"))
+            continue
+        # Its content becomes the private key of every command on the host: only a private key file
+        # will do, and ssh itself refuses one that others can read.
+        first = text.lstrip().splitlines()[0] if text.strip() else ""
+        if not (first.startswith("-----BEGIN ") and first.endswith("PRIVATE KEY-----")):
+            problems.append(Problem(path=key_path, message=(
+                f"{path} is not a private key file (it should begin with '-----BEGIN OPENSSH PRIVATE KEY-----'); "
+                "give the key whose public half is in the host's authorized_keys")))
+        elif mode & 0o077:
+            problems.append(Problem(path=key_path, message=(
+                f"{path} is readable by other users (mode {mode & 0o777:o}); ssh refuses such a key: chmod 600 {path}")))
+        else:
+            keys[name] = text
     if problems:
         raise ConfigError(problems)
     return keys
@@ -313,9 +327,6 @@ def deploy_apps(cfg: StackConfig, hosts: dict[str, DockerHost], nodes: dict[str,
             rotation=cfg.rotate.get("workerRedis")))
     if cfg.load_balancer:
         lb = cfg.load_balancer
-        if lb.basic_auth and secrets["load_balancer_users"] is None:
-            raise pulumi.RunError("octollm-infra:loadBalancer.basicAuth is true but the secret loadBalancerUsers "
-                                  "is not set (pulumi config set --secret loadBalancerUsers \"$(htpasswd -nbB user pw)\")")
         apps["load-balancer"] = LoadBalancer("load-balancer", LoadBalancerArgs(
             config=lb, platform=hosts[lb.host], backends=ollama_endpoints(nodes),
             users=secrets["load_balancer_users"]))
@@ -363,17 +374,31 @@ def deploy_kubernetes(cfg: StackConfig, stack: str) -> None:
     import pulumi_kubernetes as k8s
 
     from .kubernetes_network import ClusterNetwork, ClusterNetworkArgs
-    from .kubernetes_platform import KubernetesPlatform, KubernetesPlatformArgs
+    from .kubernetes_platform import (KubernetesPlatform, KubernetesPlatformArgs,
+                                      default_model_pull_timeout_minutes, postgres_password_on_start)
 
     (host_name, hc), = cfg.hosts.items()
     kc = cfg.kubernetes
     provider = k8s.Provider(
         f"{host_name}-kubernetes",
         # No kubeconfig in config: the ambient context (KUBECONFIG / ~/.kube/config), as kubectl.
+        # upsertExistingObjects stays unset (false): a create never silently takes over an object that
+        # already exists (see KubernetesPlatform, and kubernetes.adoptNamespace for the namespace).
         kubeconfig=pulumi.Output.secret(cfg.kubeconfig.get_secret_value()) if cfg.kubeconfig else None,
         context=kc.context, namespace=kc.namespace)
+    # Each inference node's pull Job (or, for engines that fetch their own weights, its GPU pods)
+    # downloads its models within one await.
+    pull_minutes = kc.model_pull_timeout_minutes or default_model_pull_timeout_minutes(
+        [list(nc.models) for nc in cfg.all_inference.values()])
+    ds = cfg.data_services
+    hooks = {}
+    if ds is not None and ds.external is None and ds.postgres is not None:
+        # POSTGRES_PASSWORD only initialises a new database: each new postgres container (and a
+        # changed password restarts it) applies the current one to the existing data.
+        hooks["postgres"] = ("sh", "-c", postgres_password_on_start())
     platform = KubernetesPlatform(host_name, KubernetesPlatformArgs(
-        host_name=host_name, config=hc, kube=kc, stack=stack, provider=provider, images=dict(cfg.images)))
+        host_name=host_name, config=hc, kube=kc, stack=stack, provider=provider, images=dict(cfg.images),
+        model_pull_timeout_minutes=pull_minutes, start_hooks=hooks))
     stores = {name: SharedModelStore(name, SharedModelStoreArgs(config=sc, server=platform))
               for name, sc in sorted(cfg.model_stores.items())}
     nodes = {}
@@ -383,7 +408,6 @@ def deploy_kubernetes(cfg: StackConfig, stack: str) -> None:
             config=nc, platform=platform, image=nc.image or cfg.image(key),
             store=stores.get(nc.model_store) if nc.model_store else None))
     secret = configured_secrets(cfg)
-    ds = cfg.data_services
     data = None
     if ds is not None and ds.external is None:
         data = DataServices("data", DataServicesArgs(
