@@ -26,6 +26,8 @@ from pydantic.alias_generators import to_camel
 
 from . import catalog
 from .provider_forms import cpus_round_trips, docker_cpus
+from .values import (Cidr, DataPath, GpuDeviceId, HostAddress, ImageRef, ModelName, NfsOptions, PgIdentifier,
+                     SshUser, StoreRelativePath, ZfsDataset)
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -83,7 +85,7 @@ class ConfigError(Exception):
 
 
 class SshConfig(Model):
-    user: str = Field(min_length=1)
+    user: SshUser
     port: Port = 22
     identity_file: str | None = Field(
         default=None, description="private key used by both the docker CLI and pulumi-command"
@@ -174,7 +176,7 @@ class ExporterPorts(Model):
 
 class HostConfig(Model):
     kind: Literal["ssh", "local", "kubernetes"] = "ssh"
-    address: str = "127.0.0.1"
+    address: HostAddress = "127.0.0.1"
     ssh: SshConfig | None = None
     publish_address: str = Field(
         default="0.0.0.0", description="host interface that published ports bind to"
@@ -185,7 +187,7 @@ class HostConfig(Model):
     cpu_threads: Cpus
     memory_gb: MemoryGb
     gpus: list[GpuConfig] = []
-    appdata_root: str = Field(default="/opt/octollm", pattern=r"^/[^\s]*$")
+    appdata_root: DataPath = "/opt/octollm"
     data_owner: str = Field(default="99:100", pattern=r"^\d+:\d+$")
     unraid: bool = False
     container_prefix: str = Field(default="octollm-", pattern=r"^([a-z0-9][a-z0-9_.-]*)?$")
@@ -240,7 +242,7 @@ class Limits(Model):
 
 class GpuRequest(Model):
     count: int | Literal["all"] | None = None
-    device_ids: list[str] | None = None
+    device_ids: list[GpuDeviceId] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _one(self) -> "GpuRequest":
@@ -254,17 +256,17 @@ class GpuRequest(Model):
 class ModelStoreConfig(Model):
     host: Name
     kind: Literal["hostPath", "zfs", "nfs", "pvc"] = "hostPath"
-    path: str = Field(default="/models", pattern=r"^/[^\s]*$")
+    path: DataPath = "/opt/octollm/models"
     owner: str | None = Field(default=None, pattern=r"^\d+:\d+$")
     # zfs
-    dataset: str | None = None
+    dataset: ZfsDataset | None = None
     recordsize: Literal["4K", "8K", "16K", "32K", "64K", "128K", "256K", "512K", "1M", "2M", "4M", "8M", "16M"] | None = None
     compression: Literal["off", "on", "lz4", "gzip", "zstd", "zle", "lzjb"] | None = None
     # nfs
     clients: list[Name] = []
-    client_cidr: str | None = None
-    export_options: str = Field(default="rw,sync,no_subtree_check,no_root_squash", pattern=r"^[a-z0-9_,=]+$")
-    mount_options: str = Field(default="nfsvers=4.1,hard,timeo=600", pattern=r"^[a-z0-9_,=.]+$")
+    client_cidr: Cidr | None = None
+    export_options: NfsOptions = "rw,sync,no_subtree_check,no_root_squash"
+    mount_options: NfsOptions = "nfsvers=4.1,hard,timeo=600"
     # kubernetes
     storage_class: str | None = None
     size_gb: int | None = Field(default=None, ge=1)
@@ -295,7 +297,7 @@ class InferenceConfig(Model):
     port: Port
     container_port: Port | None = None
     gpu: GpuRequest | None = None
-    models: list[str] = []
+    models: list[ModelName] = []
     num_parallel: int = Field(default=4, ge=1, le=64)
     limits: Limits
     vram_gb: MemoryGb | None = Field(
@@ -303,7 +305,7 @@ class InferenceConfig(Model):
     )
     model_store: Name | None = None
     temp_store: Name | None = Field(default=None, description="store mounted at /tmp (scratch space)")
-    image: str | None = None
+    image: ImageRef | None = None
     cuda_version: str | None = Field(default=None, pattern=r"^\d+\.\d+$")
     replicas: int = Field(default=0, ge=0, le=16, description="read-only Ollama replicas on the same host")
     replica_port_start: Port | None = None
@@ -315,7 +317,7 @@ class InferenceConfig(Model):
     tensor_parallel_size: int = Field(default=1, ge=1, le=8)
     shm_size_gb: int = Field(default=16, ge=1)
     # llama.cpp
-    model_path: str | None = None
+    model_path: StoreRelativePath | None = None
     context_size: int = Field(default=4096, ge=128)
     gpu_layers: int = Field(default=-1, ge=-1)
 
@@ -346,8 +348,8 @@ class InferenceConfig(Model):
 
 class PostgresConfig(Model):
     port: Port = 3010
-    database: Name = "octollm"
-    user: Name = "octollm"
+    database: PgIdentifier = "octollm"
+    user: PgIdentifier = "octollm"
     limits: Limits = Limits(cpus=4, memory_gb=4)
 
 
@@ -436,7 +438,7 @@ class MonitoringConfig(Model):
     retention: str = Field(default="15d", pattern=r"^\d+[hdwy]$")
     gpu_temperature_alert_c: int = Field(default=80, ge=40, le=100)
     inference_latency_alert_s: float = Field(default=10, gt=0)
-    probe_model: str | None = Field(
+    probe_model: ModelName | None = Field(
         default=None, description="model used by the synthetic inference-latency probe"
     )
     scrape_hosts: list[Name] | None = Field(default=None, description="hosts whose exporters run and are scraped; all when absent")
@@ -482,7 +484,7 @@ class WorkerConfig(Model):
     host: Name
     network: Name
     redis: RedisConfig = RedisConfig(port=6379, limits=Limits(cpus=1, memory_gb=1))
-    redis_data_path: str | None = Field(default=None, pattern=r"^/[^\s]*$")
+    redis_data_path: DataPath | None = None
     backend: Literal["llamacpp", "vllm"]
     servers: dict[Literal["llamacpp", "vllm"], InferenceConfig]
 
@@ -568,7 +570,7 @@ class StackConfig(Model):
     portainer: PortainerConfig | None = None
     workers: WorkerConfig | None = None
     homelab_ai: HomelabAiConfig | None = None
-    images: dict[str, str] = {}
+    images: dict[str, ImageRef] = {}
     rotate: dict[Literal["postgres", "redis", "qdrant", "grafana", "workerRedis", "webuiSecretKey"], str] = Field(
         default={}, description="change a value to regenerate that generated secret, e.g. postgres: 2026-11")
     # secrets: must be set with `pulumi config set --secret`
@@ -593,10 +595,6 @@ class StackConfig(Model):
         for key, ref in v.items():
             if key not in catalog.IMAGES:
                 raise ValueError(f"unknown image key {key!r}; allowed: {', '.join(sorted(catalog.IMAGES))}")
-            if ":" not in ref.rsplit("/", 1)[-1] and "@sha256:" not in ref:
-                raise ValueError(f"image {ref!r} for {key} has no tag; pin a version or digest")
-            if ref.endswith(":latest"):
-                raise ValueError(f"image {ref!r} for {key} uses 'latest'; pin a version or digest")
         return v
 
     def image(self, key: str) -> str:

@@ -47,7 +47,8 @@ def _gpu_indices(host: HostConfig, node: InferenceConfig) -> tuple[int, ...]:
     if node.gpu is None or not host.gpus:
         return ()
     if node.gpu.device_ids is not None:
-        return tuple(int(d) for d in node.gpu.device_ids if d.isdigit())
+        # Out-of-range or UUID ids are reported by the GPU rules; here they place nothing.
+        return tuple(int(d) for d in node.gpu.device_ids if d.isdigit() and int(d) < len(host.gpus))
     count = len(host.gpus) if node.gpu.count == "all" else node.gpu.count
     return tuple(range(min(count, len(host.gpus))))
 
@@ -59,7 +60,10 @@ def node_vram_gb(host: HostConfig, node: InferenceConfig) -> float:
     idx = _gpu_indices(host, node)
     if not idx:
         return 0.0
-    gpu_vram = min(host.gpus[i].vram_gb for i in idx if i < len(host.gpus))
+    usable = [host.gpus[i].vram_gb for i in idx if i < len(host.gpus)]
+    if not usable:
+        return 0.0  # no such GPU on the host: the GPU rules report it
+    gpu_vram = min(usable)
     if node.engine == "vllm":
         # vLLM pre-allocates this fraction of every GPU it is given, whatever the model.
         return round(gpu_vram * node.gpu_memory_utilization, 2)
@@ -244,7 +248,48 @@ def check_rules(cfg: StackConfig) -> tuple[list[Problem], list[str]]:
     problems += p
     warnings += w
     problems += _stores(cfg)
+    problems += _names_and_secrets(cfg)
     return problems, warnings
+
+
+def _names_and_secrets(cfg: StackConfig) -> list[Problem]:
+    """Rules that would otherwise only surface after resources were registered, or never."""
+    out: list[Problem] = []
+    seen: dict[tuple[str, str], str] = {}
+    for p in inventory(cfg):
+        key = (p.host, p.service)
+        if key in seen and seen[key] != p.path:
+            out.append(Problem(path=p.path, message=(
+                f"places a container named {p.service} on {p.host}, as {seen[key]} does; two containers of one "
+                "host cannot share a name (rename the inference node)")))
+        seen.setdefault(key, p.path)
+    for name, node in sorted(cfg.all_inference.items()):
+        path = node_path(cfg, name)
+        last = max(port for _, port, _ in inference_instances(name, node))
+        if last > 65535:
+            out.append(Problem(path=f"{path}.replicas", message=(
+                f"{node.replicas} replicas from port {node.replica_port_start or node.port + 1} reach port {last}, "
+                "beyond 65535; lower the replicas or start them at a lower port (replicaPortStart)")))
+        if node.engine == "vllm" and node.gpu is not None:
+            given = len(node.gpu.device_ids) if node.gpu.device_ids is not None else (
+                len(cfg.hosts[node.host].gpus) if node.gpu.count == "all" else node.gpu.count)
+            if node.tensor_parallel_size > given:
+                out.append(Problem(path=f"{path}.tensorParallelSize", message=(
+                    f"{node.tensor_parallel_size} shards need as many GPUs, but the node is given {given}; "
+                    "lower tensorParallelSize or give it more GPUs")))
+    mc = cfg.monitoring
+    if mc is not None and mc.probe_model is not None:
+        served = {m for n in cfg.all_inference.values() if n.engine == "ollama" for m in n.models}
+        if mc.probe_model not in served:
+            out.append(Problem(path="monitoring.probeModel", message=(
+                f"{mc.probe_model!r} is served by no Ollama node of this stack "
+                f"(served: {', '.join(sorted(served)) or 'none'}); the latency probe would always fail")))
+    lb = cfg.load_balancer
+    if lb is not None and lb.basic_auth and cfg.load_balancer_users is None:
+        out.append(Problem(path="loadBalancer.basicAuth", message=(
+            "is true but the secret loadBalancerUsers is not set "
+            "(pulumi config set --secret loadBalancerUsers \"$(htpasswd -nbB user pw)\")")))
+    return out
 
 
 def _platform(cfg: StackConfig) -> list[Problem]:

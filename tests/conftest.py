@@ -14,7 +14,9 @@ def ssh_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     (home / ".ssh").mkdir()
     for name in ("octollm_unraid", "id_ed25519", "homelab_ed25519"):
-        (home / ".ssh" / name).write_text(f"-----BEGIN OPENSSH PRIVATE KEY-----\n{name}\n")
+        key = home / ".ssh" / name
+        key.write_text(f"-----BEGIN OPENSSH PRIVATE KEY-----\n{name}\n-----END OPENSSH PRIVATE KEY-----\n")
+        key.chmod(0o600)
     return str(home)
 
 

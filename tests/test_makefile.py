@@ -33,5 +33,5 @@ def test_destroy_dev_unprotects_then_destroys_and_names_the_data_left(tmp_path):
                          env={**os.environ}, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert log.read_text().splitlines() == ["state unprotect --all --yes --stack dev",
-                                            "destroy --stack dev --yes"]
+                                            "destroy --stack dev --yes --parallel 8"]
     assert "Its data stays on disk under /var/tmp/octollm-dev" in out.stdout

@@ -1,0 +1,147 @@
+"""No secret on a command line: the password step runs against a real PostgreSQL while every
+process's /proc/<pid>/cmdline is sampled, and the password is found in none of them.
+
+PostgreSQL 15 (Debian `postgresql`) runs as a throwaway cluster listening on a unix socket only.
+`docker exec` is stood in for by a script that runs the command here with the environment docker
+would pass (`-e NAME` copies NAME from the caller, as the Engine API does).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from components import scripts
+from test_real_host import _free_port, unavailable
+
+PASSWORD = "Rot4ted-S3cret-xq7"
+OLD = "old-pw-1"
+
+
+def _pg_bin(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    if not found:
+        unavailable("PostgreSQL is not installed (Debian package postgresql)")
+    return found[-1]
+
+
+@pytest.fixture
+def postgres():
+    if os.geteuid() != 0 or shutil.which("runuser") is None:
+        unavailable("the PostgreSQL test needs root to run the server as the postgres user")
+    try:
+        subprocess.run(["id", "postgres"], check=True, capture_output=True)
+    except subprocess.CalledProcessError:
+        unavailable("no postgres user (Debian package postgresql creates it)")
+    # pytest's own temporary directories are private to root; the server runs as postgres.
+    base = Path(tempfile.mkdtemp(prefix="octollm-pg-"))
+    base.chmod(0o755)
+    d, sock = base / "pg", base / "sock"
+    for p in (d, sock):
+        p.mkdir()
+        shutil.chown(p, "postgres")
+    as_pg = ["runuser", "-u", "postgres", "--"]
+    subprocess.run([*as_pg, _pg_bin("initdb"), "-D", str(d), "-U", "postgres", "--auth-local=trust"],
+                   check=True, capture_output=True)
+    # As the official image: the socket inside the container trusts its users, the network asks for
+    # the password. Only loopback listens here.
+    (d / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n")
+    port = _free_port()
+    subprocess.run([*as_pg, _pg_bin("pg_ctl"), "-D", str(d), "-w", "-l", str(d / "log"), "-o",
+                    f"-c listen_addresses=127.0.0.1 -p {port} -k {sock}", "start"], check=True, capture_output=True)
+    psql = [*as_pg, "psql", "-h", str(sock), "-p", str(port), "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-q"]
+    subprocess.run([*psql, "-c", f"CREATE ROLE octollm LOGIN PASSWORD '{OLD}'"], check=True, capture_output=True)
+    subprocess.run([*psql, "-c", "CREATE DATABASE octollm OWNER octollm"], check=True, capture_output=True)
+    try:
+        yield sock, port
+    finally:
+        subprocess.run([*as_pg, _pg_bin("pg_ctl"), "-D", str(d), "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _fake_docker(bin_dir: Path, sock: Path, port: int) -> None:
+    """`docker exec [-i] [-e NAME]… CONTAINER CMD…` runs CMD here, as the container's superuser
+    reaches its own server (the official image trusts local connections)."""
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(f"""#!/usr/bin/env bash
+set -euo pipefail
+[ "$1" = exec ] || exit 2
+shift
+keep=(PATH=/usr/bin:/bin PGHOST={sock} PGPORT={port})
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -i) shift ;;
+    -e) keep+=("$2=${{!2}}"); shift 2 ;;
+    *) break ;;
+  esac
+done
+shift  # the container
+exec env -i "${{keep[@]}}" "$@"
+""")
+    (bin_dir / "docker").chmod(0o755)
+
+
+def _connects(port: int, password: str) -> bool:
+    env = {"PATH": "/usr/bin:/bin", "PGPASSWORD": password}
+    return subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "octollm", "-d", "octollm",
+                           "-w", "-tAc", "select 1"],
+                          env=env, capture_output=True, text=True).returncode == 0
+
+
+class CmdlineSampler(threading.Thread):
+    """Reads every process's argv while the step runs; records any that holds the needle."""
+
+    def __init__(self, needle: str):
+        super().__init__(daemon=True)
+        self.needle, self.seen, self.samples, self.done = needle.encode(), [], 0, threading.Event()
+
+    def run(self):
+        while not self.done.is_set():
+            for path in glob.glob("/proc/[0-9]*/cmdline"):
+                try:
+                    raw = Path(path).read_bytes()
+                except OSError:
+                    continue
+                if self.needle in raw:
+                    self.seen.append(raw.replace(b"\0", b" ").decode(errors="replace"))
+            self.samples += 1
+
+
+def test_password_sync_never_puts_the_password_on_a_command_line(postgres, tmp_path):
+    sock, port = postgres
+    bin_dir = tmp_path / "bin"
+    _fake_docker(bin_dir, sock, port)
+    assert _connects(port, OLD) and not _connects(port, PASSWORD)
+    script = scripts.postgres_set_password("octollm-postgres", "octollm", "octollm")
+    sampler = CmdlineSampler(PASSWORD)
+    sampler.start()
+    try:
+        out = subprocess.run(["bash", "-c", script], input=PASSWORD + "\n", capture_output=True, text=True,
+                             env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, timeout=120)
+    finally:
+        sampler.done.set()
+        sampler.join()
+    assert out.returncode == 0, out.stderr
+    assert "password applied" in out.stdout and PASSWORD not in out.stdout + out.stderr
+    assert _connects(port, PASSWORD) and not _connects(port, OLD)
+    assert sampler.samples > 0 and sampler.seen == []
+
+
+def test_the_sampler_sees_a_secret_that_is_on_a_command_line():
+    """The guard on the guard: an argv that holds the needle is caught."""
+    sampler = CmdlineSampler(PASSWORD)
+    sampler.start()
+    try:
+        subprocess.run(["sh", "-c", f"sleep 0.3; : {PASSWORD}"], check=True)
+    finally:
+        sampler.done.set()
+        sampler.join()
+    assert sampler.seen
