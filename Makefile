@@ -9,6 +9,12 @@ export PULUMI_BACKEND_URL ?= file://$(CURDIR)/.pulumi-state
 # The local backend encrypts secrets with this passphrase; set your own before storing real secrets.
 export PULUMI_CONFIG_PASSPHRASE ?=
 PULUMI := $(shell command -v pulumi 2>/dev/null || echo $(HOME)/.pulumi/bin/pulumi)
+# Resource operations at once (Pulumi's default is 4 x CPU threads, unbounded by the hosts). Over SSH
+# each one is a session on the host's shared connection or a new connection, and a stock sshd refuses
+# sessions beyond MaxSessions 10 and drops connections from MaxStartups 10 on. benchmarks/ssh_transport.py
+# (default-config sshd): 8 at once lose no call, 16 already lose some. Same as PARALLEL in
+# components/docker_host.py and the workflows' --parallel.
+PARALLEL ?= 8
 
 .PHONY: setup dev test bench preview up drift plan plan-diff destroy-dev pulumi-cli policy-venv
 
@@ -39,7 +45,7 @@ pulumi-cli:
 ## Set everything up and deploy the dev stack on the local Docker engine (local state, no account).
 dev: setup pulumi-cli
 	$(PULUMI) stack select dev --create --non-interactive
-	$(PULUMI) up --stack dev
+	$(PULUMI) up --stack dev --parallel $(PARALLEL)
 
 ## Run every test.
 test: setup
@@ -58,19 +64,19 @@ policy-venv: policy/venv/.ready
 
 ## Show every change to STACK, checked by the policy pack. Nothing is changed.
 preview: setup pulumi-cli policy-venv
-	$(PULUMI) preview --stack $(STACK) --diff --policy-pack policy
+	$(PULUMI) preview --stack $(STACK) --diff --policy-pack policy --parallel $(PARALLEL)
 
 ## Preview and save the plan, ask, back up the state, then apply exactly that plan.
 up: setup pulumi-cli policy-venv
-	$(PULUMI) preview --stack $(STACK) --diff --policy-pack policy --save-plan .pulumi-plan-$(STACK).json
+	$(PULUMI) preview --stack $(STACK) --diff --policy-pack policy --save-plan .pulumi-plan-$(STACK).json --parallel $(PARALLEL)
 	@read -r -p "Apply exactly this plan to $(STACK)? [y/N] " answer && [ "$$answer" = y ]
 	@mkdir -p backups
 	$(PULUMI) stack export --stack $(STACK) --file backups/$(STACK)-$$(date -u +%Y%m%dT%H%M%SZ).json
-	$(PULUMI) up --stack $(STACK) --plan .pulumi-plan-$(STACK).json --policy-pack policy --yes
+	$(PULUMI) up --stack $(STACK) --plan .pulumi-plan-$(STACK).json --policy-pack policy --yes --parallel $(PARALLEL)
 
 ## Refresh from the hosts and fail if anything drifted from the code.
 drift: setup pulumi-cli
-	$(PULUMI) preview --stack $(STACK) --refresh --expect-no-changes --diff
+	$(PULUMI) preview --stack $(STACK) --refresh --expect-no-changes --diff --parallel $(PARALLEL)
 
 ## The offline plan of STACK (no hosts, no backend).
 plan: setup
@@ -86,5 +92,5 @@ plan-diff: setup
 # unprotecting them lets destroy finish, and retain_on_delete keeps what they made.
 destroy-dev: setup pulumi-cli
 	$(PULUMI) state unprotect --all --yes --stack dev
-	$(PULUMI) destroy --stack dev --yes
+	$(PULUMI) destroy --stack dev --yes --parallel $(PARALLEL)
 	@echo "The dev stack is gone. Its data stays on disk under $$($(PY) -c 'import yaml; print(yaml.safe_load(open("Pulumi.dev.yaml"))["config"]["octollm-infra:hosts"]["local"]["appdataRoot"])'); delete it by hand if you mean to."

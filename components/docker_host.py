@@ -31,16 +31,16 @@ def ssh_known_host_alias(host_name: str) -> str:
     return f"octollm-{host_name}"
 
 
-# How many resource operations `pulumi preview/up/destroy` may run at once (`--parallel`, the
+# How many resource operations `pulumi preview/up/destroy` may run at once (`--parallel`: the
 # Makefile's PARALLEL and the workflows use this number; tests/test_ssh_transport.py checks they agree).
-# Over SSH every operation holds one sshd session (a Docker API call multiplexed on the shared
-# connection) or opens one new connection (a remote.Command, or a Docker call racing to start the
-# shared connection). A stock OpenSSH sshd allows 10 sessions per connection (MaxSessions 10) and
-# starts dropping unauthenticated connections at 10 (MaxStartups 10:30:100), so 8 keeps both under
-# the default with room for the shared connection's own start and one stray client. Measured with
-# benchmarks/ssh_transport.py against a default-config sshd: with sharing, 8 concurrent calls lose
-# none and run about as fast as 16 (which loses some calls to MaxSessions); without sharing and without
-# a cap, 38 concurrent calls lose about a quarter.
+# Pulumi's default is 4 x the CPU threads of the machine running it. Over SSH each operation holds one
+# session on the host's shared connection (a Docker API call) or opens a connection of its own (a
+# remote.Command, or a Docker call that starts before the shared connection is up, as all of them do
+# right after the preflight). A stock sshd refuses sessions beyond MaxSessions 10 on one connection
+# (ssh then dials anew) and drops new connections once 10 are logging in (MaxStartups 10:30:100).
+# benchmarks/ssh_transport.py against a default-config sshd, starting with no shared connection:
+# 8 at once lost 0 of 108 calls shared and unshared; 16 lost 10-12 %, 36 23-31 %, 64 41-47 %.
+# 8 stays under both limits with room for the shared connection's own login and a stray client.
 PARALLEL = 8
 
 # How long a shared SSH connection outlives its last session. It spans the gaps between
@@ -75,7 +75,7 @@ def ssh_control_path(host_name: str, cfg: HostConfig) -> str:
     its own, so the path names everything that check depends on: the host alias, address, port,
     user, identity and the pinned host key (or the insecure mode). A master that verified one key
     is never reused by a connection that pins another, nor for another host, port or user.
-    (ssh's own %C hashes host, port and user only: two stack entries for the same address with
+    (ssh's own %C hashes local host, host, port and user only: two stack entries for one address with
     different keys would share it.) Derived from config only, so it is the same on every machine.
     """
     assert cfg.ssh is not None
@@ -105,13 +105,13 @@ def ensure_ssh_control_dir() -> str:
 def ssh_control_path_problem(host_name: str, cfg: HostConfig, home: str | None = None) -> str | None:
     """Why ssh cannot create this host's control socket here (no ~/.ssh, a too-long home), or None."""
     home = home if home is not None else _ssh_home()
-    if not os.path.isdir(os.path.join(home, ".ssh")):
-        return f"{home}/.ssh does not exist and cannot be created; ssh needs it for its control socket"
     path = ssh_control_path(host_name, cfg).replace("~", home.rstrip("/") or "", 1)
     if len(path.encode()) + 17 >= SUN_PATH_MAX:
         return (f"the SSH control socket path {path} is too long for a unix socket "
                 f"({len(path.encode()) + 17} of {SUN_PATH_MAX - 1} bytes while ssh creates it); "
                 "use a shorter home directory")
+    if not os.path.isdir(os.path.join(home, ".ssh")):
+        return f"{home}/.ssh does not exist and cannot be created; ssh needs it for its control socket"
     return None
 
 
@@ -253,10 +253,11 @@ class DockerHost(pulumi.ComponentResource):
             # connection per command and redials a failed dial through pulumi's retry.Until:
             # waits of 100 ms growing x1.5 up to 5 s, giving up once the failures exceed
             # dial_error_limit (default 10; the old 3 meant four tries within 0.5 s). A burst past
-            # sshd's MaxStartups resets connections for as long as the burst lasts: in
-            # benchmarks/ssh_transport.py 64 uncapped dials needed up to 9 tries. 15 allows 16
-            # tries over about 36 s; a refused host still fails within that, a silent one after
-            # 16 x per_dial_timeout.
+            # sshd's MaxStartups resets connections for as long as it lasts: in
+            # benchmarks/ssh_transport.py, 64 uncapped dials on that schedule needed up to 11
+            # tries and 1 of 384 still failed with the default; with 15 none failed (at most 12
+            # tries). 15 allows 16 tries over about 36 s: a refusing host fails after that, a
+            # silent one after 16 x per_dial_timeout.
             dial_error_limit=DIAL_ERROR_LIMIT,
             # Each try may take this long (the provider's default, stated so it is reviewed
             # with the limit): enough for a handshake with a busy host.

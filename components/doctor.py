@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import ConfigError, HostConfig, StackConfig, load_stack_config
-from .docker_host import docker_ssh_opts
+from .docker_host import docker_dial_command, docker_ssh_opts, ensure_ssh_control_dir, ssh_control_path_problem
 from .mock_engine import read_stack_file
 from .preflight import preflight_spec
 from .scripts import preflight
@@ -33,6 +33,7 @@ class HostReport:
     preflight_ok: bool = False
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    preflight_skipped: bool = False
 
     @property
     def ok(self) -> bool:
@@ -40,9 +41,10 @@ class HostReport:
 
 
 def ssh_command(name: str, host: HostConfig, remote: list[str]) -> list[str]:
+    """ssh with the docker provider's options (so it shares the provider's connection to the host)."""
     assert host.ssh is not None
-    return ["ssh", *docker_ssh_opts(name, host), "-p", str(host.ssh.port), "-l", host.ssh.user,
-            host.address, "--", *remote]
+    return ["ssh", *docker_ssh_opts(name, host), "-T", "-l", host.ssh.user, "-p", str(host.ssh.port),
+            "--", host.address, *remote]
 
 
 def check_api(name: str, host: HostConfig, timeout: int) -> tuple[bool, str]:
@@ -51,7 +53,7 @@ def check_api(name: str, host: HostConfig, timeout: int) -> tuple[bool, str]:
     if host.kind == "local":
         cmd = ["docker", "system", "dial-stdio"]
     else:
-        cmd = ssh_command(name, host, ["docker", "system", "dial-stdio"])
+        cmd = docker_dial_command(name, host)
     try:
         out = subprocess.run(cmd, input=request, capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -80,14 +82,24 @@ def run_preflight(name: str, host: HostConfig, script: str, timeout: int) -> tup
     return False, problems or [out.stderr.strip() or f"exit status {out.returncode}"], warnings
 
 
-def diagnose(cfg: StackConfig, stack: str, hosts: list[str] | None = None, timeout: int = 120) -> list[HostReport]:
+def diagnose(cfg: StackConfig, stack: str, hosts: list[str] | None = None, timeout: int = 120,
+             api_only: bool = False) -> list[HostReport]:
     reports = []
     for name, host in sorted(cfg.hosts.items()):
         if hosts and name not in hosts:
             continue
         r = HostReport(name)
+        if host.kind == "ssh":
+            ensure_ssh_control_dir()  # where ssh puts the shared connection's socket
+            problem = ssh_control_path_problem(name, host)
+            if problem:  # ssh would exit at once, for doctor and the docker provider alike
+                r.api, r.problems = "cannot start ssh", [problem]
+                reports.append(r)
+                continue
         r.api_ok, r.api = check_api(name, host, timeout=min(timeout, 30))
-        if r.api_ok or host.kind == "local":
+        if api_only:
+            r.preflight_ok, r.preflight_skipped = r.api_ok, True
+        elif r.api_ok or host.kind == "local":
             r.preflight_ok, r.problems, r.warnings = run_preflight(
                 name, host, preflight(preflight_spec(cfg, name, stack)), timeout)
         else:
@@ -100,7 +112,7 @@ def render(reports: list[HostReport]) -> str:
     width = max([len(r.host) for r in reports] + [4])
     lines = [f"{'HOST':<{width}}  {'DOCKER API OVER SSH':<28}  PREFLIGHT"]
     for r in reports:
-        pre = "ok" if r.preflight_ok else f"FAILED ({len(r.problems)})"
+        pre = "not run (--api-only)" if r.preflight_skipped else "ok" if r.preflight_ok else f"FAILED ({len(r.problems)})"
         lines.append(f"{r.host:<{width}}  {r.api[:28]:<28}  {pre}")
         for p in r.problems:
             lines.append(f"{'':<{width}}    - {p}")
@@ -115,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--file", type=Path, default=None, help="a Pulumi.<stack>.yaml (default: from -s)")
     ap.add_argument("--hosts", nargs="*", default=None)
     ap.add_argument("--timeout", type=int, default=300)
+    ap.add_argument("--api-only", action="store_true",
+                    help="check the Docker API only: what the read-only preview key allows (its forced "
+                         "command runs no preflight script)")
     a = ap.parse_args(argv)
     if a.file is None and a.stack is None:
         ap.error("give -s STACK or --file")
@@ -129,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.platform != "docker":
         print(f"stack {stack!r} has no Docker hosts to check", file=sys.stderr)
         return 2
-    reports = diagnose(cfg, stack, a.hosts, a.timeout)
+    reports = diagnose(cfg, stack, a.hosts, a.timeout, api_only=a.api_only)
     print(render(reports))
     return 0 if all(r.ok for r in reports) else 1
 

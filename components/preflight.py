@@ -6,6 +6,7 @@ import posixpath
 
 from . import catalog
 from .config import StackConfig
+from .docker_host import PARALLEL
 from .rules import engine_image_key, image_cuda, inventory
 from .scripts import PreflightSpec
 
@@ -60,4 +61,6 @@ def preflight_spec(cfg: StackConfig, host_name: str, stack: str):
         gpu_image=gpu_image,
         gpu_fallback=host.allow_cpu_fallback,
         ports=tuple(sorted({p.port for pl in places for p in pl.ports})),
+        # sshd's limits matter where the providers reach the host over SSH (pulumi --parallel).
+        ssh_parallel=PARALLEL if host.kind == "ssh" else 0,
     )

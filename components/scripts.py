@@ -157,6 +157,87 @@ class PreflightSpec:
     gpu_image: str | None = None  # image used to prove Docker can hand the GPU to a container
     gpu_fallback: bool = False  # GPU problems are warnings: engines may run on the CPU
     ports: tuple[int, ...] = ()
+    # SSH operations the stack runs against this host at once (pulumi --parallel); 0: not over SSH
+    ssh_parallel: int = 0
+
+
+# OpenSSH's defaults, which apply when sshd_config sets neither.
+SSHD_DEFAULTS = {"maxstartups": "10:30:100", "maxsessions": "10"}
+
+
+def _sshd_limits(parallel: int) -> list[str]:
+    """Report sshd's MaxStartups/MaxSessions; warn when they are below what `parallel` needs.
+
+    `sshd -T` prints the effective values but needs root (it loads the host keys); otherwise the
+    config file is read the way sshd reads it: first value wins, Include files in place, Match
+    blocks skipped, OpenSSH's defaults when unset. Only reads.
+    """
+    d = SSHD_DEFAULTS
+    return [
+        "",
+        f"# sshd limits: this stack runs up to {int(parallel)} SSH operations at once on the host. With",
+        "# connection sharing the Docker API calls are sessions on one connection (MaxSessions), and",
+        "# each remote command, and the shared connection itself, is a new connection that counts",
+        "# against MaxStartups (start:rate:full) until it has logged in.",
+        f"ssh_parallel={int(parallel)}",
+        'sshd_config="${OCTOLLM_SSHD_CONFIG:-/etc/ssh/sshd_config}"',
+        'sshd_dir="$(dirname -- "$sshd_config")"',
+        "sshd_lines() {  # a config file's lines, with its Include files expanded where they appear",
+        "  local line kw rest pat file pats",
+        '  [ "$2" -lt 16 ] && [ -r "$1" ] || return 0',
+        '  while IFS= read -r line || [ -n "$line" ]; do',
+        '    read -r kw rest <<<"${line/=/ }"',
+        '    if [ "${kw,,}" = include ]; then',
+        '      read -ra pats <<<"$rest"',
+        '      for pat in "${pats[@]}"; do',
+        '        case "$pat" in /*) ;; *) pat="$sshd_dir/$pat" ;; esac  # relative to the config directory',
+        # in name order, as sshd's glob(3) gives them
+        '        while IFS= read -r file; do sshd_lines "$file" $(( $2 + 1 )); done < <(compgen -G "$pat" | LC_ALL=C sort)',
+        "      done",
+        "    else",
+        """      printf '%s\\n' "$line\"""",
+        "    fi",
+        '  done < "$1"',
+        "}",
+        "sshd_first() {  # the first global value of a keyword, as sshd takes it",
+        """  sshd_lines "$sshd_config" 0 | awk -v key="$1" '""",
+        """    { sub(/^[ \\t]+/, ""); sub(/=/, " ") }  # Keyword=value and Keyword value alike""",
+        "    /^#/ || NF == 0 { next }",
+        """    tolower($1) == "match" { in_match = 1; next }""",
+        "    !in_match && tolower($1) == key { print $2; exit }'",
+        "}",
+        'max_startups=""; max_sessions=""; sshd_source=""',
+        'sshd_bin="$(command -v sshd || true)"',
+        'if [ -z "$sshd_bin" ] && [ -x /usr/sbin/sshd ]; then sshd_bin=/usr/sbin/sshd; fi',
+        'if [ -n "$sshd_bin" ] && effective=$("$sshd_bin" -T -f "$sshd_config" 2>/dev/null); then',
+        """  max_startups=$(awk '$1 == "maxstartups" {print $2; exit}' <<<"$effective")""",
+        """  max_sessions=$(awk '$1 == "maxsessions" {print $2; exit}' <<<"$effective")""",
+        '  sshd_source="sshd -T"',
+        'elif [ -r "$sshd_config" ]; then',
+        "  max_startups=$(sshd_first maxstartups)",
+        "  max_sessions=$(sshd_first maxsessions)",
+        '  sshd_source="$sshd_config"',
+        '  if [ -z "$max_startups" ] || [ -z "$max_sessions" ]; then sshd_source="$sshd_config, OpenSSH defaults"; fi',
+        f'  max_startups="${{max_startups:-{d["maxstartups"]}}}"',
+        f'  max_sessions="${{max_sessions:-{d["maxsessions"]}}}"',
+        "fi",
+        'if [ -z "$sshd_source" ]; then',
+        '  echo "sshd: MaxStartups unknown, MaxSessions unknown (sshd -T failed and $sshd_config is not readable)"',
+        "else",
+        '  echo "sshd: MaxStartups $max_startups, MaxSessions $max_sessions (from $sshd_source)"',
+        '  start="${max_startups%%:*}"',
+        '  if [[ "$start" =~ ^[0-9]+$ ]] && [ "$start" -lt "$ssh_parallel" ]; then',
+        '    warn "sshd MaxStartups $max_startups starts dropping new connections at $start, below the'
+        ' $ssh_parallel SSH operations this stack runs at once (connections get reset); raise it, e.g.'
+        ' MaxStartups $(( ssh_parallel + 2 )):30:100, or lower pulumi --parallel"',
+        "  fi",
+        '  if [[ "$max_sessions" =~ ^[0-9]+$ ]] && [ "$max_sessions" -lt "$ssh_parallel" ]; then',
+        '    warn "sshd MaxSessions $max_sessions is below the $ssh_parallel Docker API calls this stack runs'
+        ' at once on one shared connection (calls beyond it are refused); raise it, e.g.'
+        ' MaxSessions $ssh_parallel, or lower pulumi --parallel"',
+        "  fi",
+        "fi",
+    ]
 
 
 def preflight(spec: PreflightSpec) -> str:
@@ -196,8 +277,10 @@ def preflight(spec: PreflightSpec) -> str:
         '  fail "the Docker engine does not answer: ${server##*$\'\\n\'}"',
         "else",
         "  docker_ok=1",
-        f'  if ! version_ge "${{server%%[+-]*}}" {q(spec.min_docker)}; then',
-        f'    fail "Docker engine $server is older than {spec.min_docker}, the oldest this program supports"',
+        # Config values reach messages through quoted variables, never inside a "…" string.
+        f"  min_docker={q(spec.min_docker)}",
+        '  if ! version_ge "${server%%[+-]*}" "$min_docker"; then',
+        '    fail "Docker engine $server is older than $min_docker, the oldest this program supports"',
         "  fi",
         "fi",
     ]
@@ -229,17 +312,19 @@ def preflight(spec: PreflightSpec) -> str:
     if spec.anchors or spec.dirs:
         L += ["", "# Host paths"]
         for a in spec.anchors:
-            L += [f"if [ ! -d {q(a)} ]; then",
-                  f'  fail "{a} does not exist (is the pool or array that holds it mounted?)"',
+            L += [f"a={q(a)}",
+                  'if [ ! -d "$a" ]; then',
+                  '  fail "$a does not exist (is the pool or array that holds it mounted?)"',
                   "fi"]
         for path, owner in spec.dirs:
             L += [
                 f"p={q(path)}",
+                f"owner={q(owner)}",
                 'if [ -e "$p" ]; then',
                 '  if [ ! -d "$p" ]; then',
                 '    fail "$p exists but is not a directory"',
-                f'  elif [ "$(stat -c %u:%g -- "$p")" != {q(owner)} ] && [ "$(id -u)" != 0 ]; then',
-                f'    fail "$p is owned by $(stat -c %u:%g -- "$p"), not {owner}, and this user cannot change that"',
+                '  elif [ "$(stat -c %u:%g -- "$p")" != "$owner" ] && [ "$(id -u)" != 0 ]; then',
+                '    fail "$p is owned by $(stat -c %u:%g -- "$p"), not $owner, and this user cannot change that"',
                 "  fi",
                 "else",
                 '  anc="$(nearest_existing "$p")"',
@@ -291,9 +376,9 @@ def preflight(spec: PreflightSpec) -> str:
         ]
         if spec.min_driver:
             L += [
-                f'    if ! version_ge "$driver" {q(spec.min_driver)}; then',
-                f'      {gfail} "GPU $i ($name): driver $driver is older than {spec.min_driver}, which '
-                f'{spec.driver_reason}"',
+                f"    min_driver={q(spec.min_driver)}; driver_reason={q(spec.driver_reason)}",
+                '    if ! version_ge "$driver" "$min_driver"; then',
+                f'      {gfail} "GPU $i ($name): driver $driver is older than $min_driver, which $driver_reason"',
                 "    fi",
             ]
         L += ["  done"]
@@ -332,6 +417,8 @@ def preflight(spec: PreflightSpec) -> str:
             "  fi",
             "done",
         ]
+    if spec.ssh_parallel:
+        L += _sshd_limits(spec.ssh_parallel)
     L += [
         "",
         'for w in "${warnings[@]}"; do echo "warning: $host: $w"; done',
@@ -350,19 +437,22 @@ def preflight(spec: PreflightSpec) -> str:
 def postgres_set_password(container: str, user: str, database: str, wait_seconds: int = 120) -> str:
     """Apply the configured password to an existing database (POSTGRES_PASSWORD only acts on first init).
 
-    The password arrives on stdin and reaches psql as a quoted variable, never on a command line.
+    The password arrives on stdin, travels in the environment (docker exec -e NAME passes the value
+    through the API, not argv) and psql reads it with \\getenv: no process's command line holds it.
     """
     return "\n".join([
         HEADER,
-        "IFS= read -r pw",
+        "IFS= read -r OCTOLLM_PG_PASSWORD",
+        "export OCTOLLM_PG_PASSWORD",
         f"container={q(container)}",
         f"deadline=$(( $(date +%s) + {int(wait_seconds)} ))",
         f'until docker exec "$container" pg_isready -U {q(user)} -d {q(database)} >/dev/null 2>&1; do',
         '  if [ "$(date +%s)" -ge "$deadline" ]; then echo "postgres in $container is not ready" >&2; exit 1; fi',
         "  sleep 2",
         "done",
-        f"printf '%s\\n' \"ALTER USER {user} WITH PASSWORD :'pw';\" |",
-        f'  docker exec -i "$container" psql -v ON_ERROR_STOP=1 -q -U {q(user)} -d {q(database)} -v "pw=$pw" >/dev/null',
+        "printf '%s\\n' '\\getenv pw OCTOLLM_PG_PASSWORD' \"ALTER USER :\\\"user\\\" WITH PASSWORD :'pw';\" |",
+        f'  docker exec -i -e OCTOLLM_PG_PASSWORD "$container" psql -v ON_ERROR_STOP=1 -q -U {q(user)} -d {q(database)} '
+        f'-v user={q(user)} >/dev/null',
         'echo "password applied"',
     ]) + "\n"
 

@@ -311,3 +311,15 @@ def test_doctor_table_for_a_healthy_and_an_unhealthy_host(dockerd, sshd, busybox
     assert "FAILED (1)" in unhealthy
     assert "- port 18434 is already published by container foreign-app" in unhealthy
     (tmp_path / "README-doctor.txt").write_text(healthy + "\n" + unhealthy)
+
+
+def test_doctor_api_only_checks_the_api_and_runs_no_script(dockerd, sshd, tmp_path, clean, capsys):
+    """What a read-only preview key allows: the API check alone, which a foreign port cannot fail."""
+    f = tmp_path / "Pulumi.realtest.yaml"
+    raw = stack_doc(sshd, tmp_path)
+    f.write_text(yaml.safe_dump({"config": {f"octollm-infra:{k}": v for k, v in raw.items()}}))
+    before = host_state(tmp_path)
+    assert doctor.main(["--file", str(f), "--api-only"]) == 0
+    out = capsys.readouterr().out
+    assert "ok (API" in out and "not run (--api-only)" in out
+    assert host_state(tmp_path) == before

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -22,7 +23,8 @@ import pytest
 from components import scripts
 from test_real_host import _free_port, unavailable
 
-PASSWORD = "Rot4ted-S3cret-xq7"
+# Unique per run: another run of this suite on the machine must not show up in this one's sampler.
+PASSWORD = f"Rot4ted-S3cret-{secrets.token_hex(8)}"
 OLD = "old-pw-1"
 
 

@@ -61,3 +61,13 @@ def test_drift_check_expects_no_changes():
     text = steps("drift.yml")
     assert "pulumi preview --stack \"$STACK\" --refresh --expect-no-changes" in text
     assert "schedule" in yaml.safe_load(text)[True]  # `on:` parses as True in YAML 1.1
+
+
+def test_previews_and_plans_use_the_read_only_key_and_only_the_approved_apply_holds_the_write_key():
+    preview = steps("preview.yml")
+    assert "secrets.SSH_PREVIEW_KEY" in preview and "SSH_PRIVATE_KEY" not in preview
+    assert "components.doctor -s \"$STACK\" --api-only" in preview
+    deploy = yaml.safe_load(steps("deploy.yml"))
+    plan, apply = yaml.dump(deploy["jobs"]["plan"]), yaml.dump(deploy["jobs"]["apply"])
+    assert "secrets.SSH_PREVIEW_KEY" in plan and "SSH_PRIVATE_KEY" not in plan
+    assert "secrets.SSH_PRIVATE_KEY" in apply and deploy["jobs"]["apply"]["environment"] == "production"
