@@ -153,8 +153,13 @@ def _hours(retention: str) -> int:
     return n * {"h": 1, "d": 24, "w": 168, "y": 8760}[unit]
 
 
+def alloy_string(value: str) -> str:
+    """An Alloy string literal: Alloy strings take JSON's double-quoted escapes, so no value ends one."""
+    return json.dumps(value)
+
+
 def _loki_write(url: str) -> list[str]:
-    return ['loki.write "default" {', "  endpoint {", f'    url = "{url}"', "  }", "}", ""]
+    return ['loki.write "default" {', "  endpoint {", f"    url = {alloy_string(url)}", "  }", "}", ""]
 
 
 def alloy_config(host_name: str, loki_push_url: str) -> str:
@@ -180,7 +185,7 @@ def alloy_config(host_name: str, loki_push_url: str) -> str:
         '  host          = "unix:///var/run/docker.sock"',
         "  targets       = discovery.docker.containers.targets",
         "  relabel_rules = discovery.relabel.containers.rules",
-        f'  labels        = {{ host = "{host_name}" }}',
+        f"  labels        = {{ host = {alloy_string(host_name)} }}",
         "  forward_to    = [loki.write.default.receiver]",
         "}",
         "",
@@ -193,7 +198,7 @@ def alloy_kubernetes_config(namespace: str, loki_push_url: str) -> str:
         'discovery.kubernetes "pods" {',
         '  role = "pod"',
         "  namespaces {",
-        f'    names = ["{namespace}"]',
+        f"    names = [{alloy_string(namespace)}]",
         "  }",
         "}",
         "",

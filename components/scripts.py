@@ -118,9 +118,19 @@ def zfs_dataset(dataset: str, mountpoint: str, recordsize: str, compression: str
     ]) + "\n"
 
 
+def _exports_field(value: str, what: str) -> str:
+    """One field of an /etc/exports line. exports(5) splits on whitespace, ends a line at a newline and
+    reads '(' ')' '#' as syntax: a value holding one would export something else. Config already
+    refuses them; this is the file's own guard."""
+    if not value or any(c.isspace() or c in "()#\\\"'" or not c.isprintable() for c in value):
+        raise ValueError(f"{what} {value!r} cannot be written into an exports line")
+    return value
+
+
 def nfs_export(path: str, client_cidr: str, options: str, owner: str) -> str:
     """Export `path` to `client_cidr`, replacing an older line for the same path; reload exports."""
-    line = f"{path} {client_cidr}({options})"
+    line = (f"{_exports_field(path, 'path')} {_exports_field(client_cidr, 'client')}"
+            f"({_exports_field(options, 'options')})")
     return HEADER + "\n".join([
         'exports="${OCTOLLM_EXPORTS_FILE:-/etc/exports}"',
         f"path={q(path)}",

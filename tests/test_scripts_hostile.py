@@ -66,6 +66,22 @@ def _outside_snapshot() -> dict:
             "exports": Path("/etc/exports").read_bytes() if Path("/etc/exports").exists() else None}
 
 
+def _or_refused(build, *args) -> str:
+    """A builder that refuses a value outright is as safe as one that quotes it: an empty script."""
+    try:
+        return build(*args)
+    except ValueError:
+        return "true\n"
+
+
+def test_an_exports_line_cannot_be_split_or_extended():
+    for bad in ("10.0.0.0/24\n/ *(rw,no_root_squash)", "10.0.0.0/24 *", "10.0.0.0/24(rw)", "#x", ""):
+        with pytest.raises(ValueError, match="cannot be written into an exports line"):
+            scripts.nfs_export("/opt/ollama-models", bad, "rw,sync", "1000:1000")
+    with pytest.raises(ValueError):
+        scripts.nfs_export("/opt/ollama models", "10.0.0.0/24", "rw", "1000:1000")
+
+
 def _scripts(root: Path, v: str) -> dict[str, tuple[str, str | None]]:
     """Every script builder, each string argument given the hostile value `v` (paths inside root)."""
     d = f"{root}/data/{v}"
@@ -75,7 +91,7 @@ def _scripts(root: Path, v: str) -> dict[str, tuple[str, str | None]]:
         "ollama_pull": (scripts.ollama_pull(v, [v, "llama3.1:8b"], wait_seconds=2), None),
         "ollama_pull_job": (scripts.ollama_pull_job([v], wait_seconds=1), None),
         "zfs_dataset": (scripts.zfs_dataset(f"pool/{v}", d, v, v, v), None),
-        "nfs_export": (scripts.nfs_export(d, v, v, v), None),
+        "nfs_export": (_or_refused(scripts.nfs_export, d, v, v, v), None),
         "postgres_set_password": (scripts.postgres_set_password(v, v, v, wait_seconds=2), f"{v}\n"),
         "grafana_set_admin_password": (scripts.grafana_set_admin_password(v, wait_seconds=2), f"{v}\n"),
         "preflight": (scripts.preflight(scripts.PreflightSpec(
@@ -108,3 +124,16 @@ def test_hostile_values_stay_data(tmp_path, name):
                        env=_env(root), cwd=root, timeout=60)
         assert not marker.exists(), f"{name} ran the payload in {v!r}"
     assert _outside_snapshot() == before
+
+
+@pytest.mark.parametrize("value", ['a"b', 'x" }\nloki.write "evil" {', "back\\slash", "new\nline"])
+def test_alloy_strings_cannot_be_closed_by_a_value(value):
+    import json
+    import re
+
+    from components.monitoring_stack import alloy_config
+
+    text = alloy_config(value, "http://loki:3100/loki/api/v1/push")
+    m = re.search(r"labels\s+= \{ host = (.*) \}\n", text)
+    assert m and json.loads(m.group(1)) == value
+    assert text.count('loki.write "') == 1
