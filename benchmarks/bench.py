@@ -33,11 +33,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 
 def _home() -> str:
-    home = Path(tempfile.mkdtemp())
-    (home / ".ssh").mkdir()
-    for name in ("octollm_unraid", "id_ed25519", "homelab_ed25519"):
-        (home / ".ssh" / name).write_text("key\n")
-    return str(home)
+    from harness import stand_in_ssh_home
+
+    return stand_in_ssh_home(Path(tempfile.mkdtemp()))
 
 
 def floor_run(n: int) -> float:
@@ -167,8 +165,12 @@ def main() -> None:
     if scale:
         print(f"\n{'hosts':>6}{'resources':>10}{'time s':>9}{'floor s':>9}{'ratio':>7}{'peak MiB':>10}")
         for r in scale:
+            if "skipped" in r:
+                print(f"{r['hosts']:>6} skipped: {r['skipped']}")
+                continue
             print(f"{r['hosts']:>6}{r['resources']:>10}{r['time_s']:>9.3f}{r['floor_s']:>9.3f}{r['ratio']:>7.2f}"
                   f"{r['peak_rss_mib']:>10.1f}")
+        scale = [r for r in scale if "skipped" not in r]
         by = {r["hosts"]: r for r in scale}
         if 10 in by and 50 in by:
             print(f"time 50/10 hosts: {by[50]['time_s'] / by[10]['time_s']:.2f}x "

@@ -163,6 +163,20 @@ def _plain_strings(v, out: list[str]) -> None:
         out.append(v)
 
 
+STAND_IN_KEYS = ("octollm_unraid", "id_ed25519", "homelab_ed25519")  # the identity files the stack files name
+
+
+def stand_in_ssh_home(home: Path) -> str:
+    """A HOME whose ~/.ssh holds private-key-shaped stand-ins for the identity files the stack files
+    name (owner-only, as the program requires); their content is never used under the mock engine."""
+    (home / ".ssh").mkdir(mode=0o700, exist_ok=True)
+    for name in STAND_IN_KEYS:
+        key = home / ".ssh" / name
+        key.write_text(f"-----BEGIN OPENSSH PRIVATE KEY-----\n{name}\n-----END OPENSSH PRIVATE KEY-----\n")
+        key.chmod(0o600)
+    return str(home)
+
+
 def unwrap(v):
     if isinstance(v, dict):
         if v.get(SECRET_SIG) == SECRET_VALUE:
