@@ -29,10 +29,7 @@ from __future__ import annotations
 
 import argparse
 import collections
-import getpass
 import json
-import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -44,93 +41,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _p in (ROOT, ROOT / "tests"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
 from components.config import HostConfig, load_stack_config  # noqa: E402
 from components.docker_host import DIAL_ERROR_LIMIT, PARALLEL, docker_ssh_opts  # noqa: E402
+from loopback import Sshd, free_port, start_sshd  # noqa: E402,F401  (re-exported for the tests)
 
 PING = b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n"
 CONTAINERS = b"GET /containers/json HTTP/1.0\r\nHost: docker\r\n\r\n"
 # pulumi-command 1.2.1 dials through pulumi's retry.Until with its defaults: 100 ms, x1.5, <= 5 s.
 RETRY_DELAY_S, RETRY_BACKOFF, RETRY_MAX_DELAY_S = 0.1, 1.5, 5.0
 MIN_CALLS = 36  # the unraid stack's SSH operations that become ready together after its preflight
-
-
-@dataclass
-class Sshd:
-    port: int
-    dir: Path
-    host_key: str
-    other_key: str
-    identity: str
-    user: str
-    log: Path
-    proc: subprocess.Popen | None = None
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def sshd_binary() -> str | None:
-    return shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
-
-
-def start_sshd(d: Path, extra_config: str = "") -> Sshd:
-    """An sshd on 127.0.0.1 with OpenSSH's default MaxStartups/MaxSessions (nothing set here).
-
-    Its log goes to a file (sshd -e logs a line per dropped connection; a pipe nobody reads
-    would fill up and stall it). Raises RuntimeError when it cannot start.
-    """
-    sshd_bin = sshd_binary()
-    if sshd_bin is None or shutil.which("ssh") is None:
-        raise RuntimeError("openssh-server / openssh-client are not installed")
-    d.mkdir(parents=True, exist_ok=True)
-    for name in ("host_key", "client_key", "other_host_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
-    shutil.copy(d / "client_key.pub", d / "authorized_keys")
-    port = free_port()
-    (d / "sshd_config").write_text(f"""Port {port}
-ListenAddress 127.0.0.1
-HostKey {d}/host_key
-PidFile {d}/sshd.pid
-AuthorizedKeysFile {d}/authorized_keys
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PubkeyAuthentication yes
-PermitRootLogin prohibit-password
-UsePAM no
-StrictModes no
-{extra_config}""")
-    if os.geteuid() == 0:
-        os.makedirs("/run/sshd", exist_ok=True)  # privilege separation directory (root sshd only)
-    log = d / "sshd.log"
-    proc = subprocess.Popen([sshd_bin, "-D", "-e", "-f", str(d / "sshd_config")],
-                            stdout=log.open("w"), stderr=subprocess.STDOUT)
-    for _ in range(50):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        if proc.poll() is not None:
-            raise RuntimeError(f"sshd exited: {log.read_text()[-500:]}")
-        time.sleep(0.1)
-    else:
-        proc.terminate()
-        raise RuntimeError("sshd did not listen within 5s")
-
-    def key(name: str) -> str:
-        return " ".join((d / f"{name}.pub").read_text().split()[:2])
-
-    return Sshd(port=port, dir=d, host_key=key("host_key"), other_key=key("other_host_key"),
-                identity=str(d / "client_key"), user=getpass.getuser(), log=log, proc=proc)
 
 
 def host_config(sshd: Sshd, host_key: str | None = None, name: str = "box") -> HostConfig:

@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
+from loopback import free_port as _free_port
 
 import readback_kubernetes as rk
 from components import kubernetes_platform as kp
@@ -374,12 +375,6 @@ def _pg_bin() -> Path:
     if not found or shutil.which("psql") is None:
         unavailable("PostgreSQL is not installed (Debian package postgresql)")
     return found[-1].parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -34,7 +34,8 @@ import pytest
 from components import doctor
 from components.config import load_stack_config
 from components.docker_host import docker_dial_command, docker_ssh_opts
-from test_real_host import _free_port, busybox_image, docker, dockerd, unavailable  # noqa: F401 (fixtures)
+from loopback import start_sshd
+from test_real_host import busybox_image, docker, dockerd, unavailable  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "tools" / "host" / "preview-credential.sh"
@@ -143,11 +144,7 @@ def proxy(dockerd, root_user):
 @pytest.fixture(scope="module")
 def host(proxy, root_user, tmp_path_factory):
     """An sshd on 127.0.0.1 whose authorized_keys has the write key and the script's preview line."""
-    sshd_bin = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
-    if sshd_bin is None or shutil.which("ssh") is None:
-        unavailable("openssh-server / openssh-client are not installed")
     d = tmp_path_factory.mktemp("preview-sshd")
-    keygen(d / "host_key")
     write_key, preview_key = keygen(d / "write_key"), keygen(d / "preview_key")
     (d / "home" / ".ssh").mkdir(parents=True)
     authorized = d / "home" / ".ssh" / "authorized_keys"
@@ -155,35 +152,13 @@ def host(proxy, root_user, tmp_path_factory):
     out = script("--no-proxy-container", "--user", root_user, "--socket-dir", str(proxy["dir"] / "sock"),
                  "--authorized-keys", str(authorized), "--key", str(d / "preview_key.pub"))
     assert out.returncode == 0, out.stdout + out.stderr
-    port = _free_port()
-    (d / "sshd_config").write_text(f"""Port {port}
-ListenAddress 127.0.0.1
-HostKey {d}/host_key
-PidFile {d}/sshd.pid
-AuthorizedKeysFile {authorized}
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PubkeyAuthentication yes
-PermitRootLogin prohibit-password
-AllowTcpForwarding yes
-AllowStreamLocalForwarding yes
-UsePAM no
-StrictModes no
-""")
-    os.makedirs("/run/sshd", exist_ok=True)  # privilege separation directory (root sshd only)
-    proc = subprocess.Popen([sshd_bin, "-D", "-e", "-f", str(d / "sshd_config")],
-                            stdout=(d / "sshd.log").open("w"), stderr=subprocess.STDOUT)
-    for _ in range(50):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        if proc.poll() is not None:
-            unavailable(f"sshd exited: {(d / 'sshd.log').read_text()[-500:]}")
-        time.sleep(0.1)
-    else:
-        proc.terminate()
-        unavailable("sshd did not listen within 5s")
-    host_key = " ".join((d / "host_key.pub").read_text().split()[:2])
+    try:
+        # Forwarding on, so the test can show the preview key's `restrict` refuses it.
+        server = start_sshd(d, authorized_keys=authorized,
+                            extra_config="AllowTcpForwarding yes\nAllowStreamLocalForwarding yes\n")
+    except RuntimeError as exc:
+        unavailable(str(exc))
+    port, host_key = server.port, server.host_key
 
     def host_config(identity: Path):
         raw = {"platform": "docker", "hosts": {"box": {
@@ -197,8 +172,7 @@ StrictModes no
            "socket": proxy["socket"],
            "write": host_config(write_key), "preview": host_config(preview_key),
            "write_key": write_key, "preview_key": preview_key}
-    proc.terminate()
-    proc.wait(timeout=10)
+    server.stop()
 
 
 def dial(hostcfg, raw: bytes) -> bytes:

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 import readback
+from loopback import free_port as _free_port
 from test_real_host import docker, dockerd, unavailable  # noqa: F401  (fixtures)
 
 SOCKET = "/var/run/docker.sock"
@@ -85,12 +86,6 @@ def _cleanup():
     for v in (engine("GET", "/volumes") or {}).get("Volumes") or []:
         if v["Name"].startswith(PREFIX):
             engine("DELETE", f"/volumes/{v['Name']}", ok=(204, 404))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def sandboxed(request: dict, name: str, root: Path, ips: dict, ports: dict) -> dict:

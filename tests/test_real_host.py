@@ -7,10 +7,8 @@ OCTOLLM_REQUIRE_REAL_HOST=1 (set by .ci/run), which turns that into a failure.
 
 from __future__ import annotations
 
-import getpass
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -19,6 +17,8 @@ import pytest
 import yaml
 
 from components import doctor
+from loopback import free_port as _free_port  # noqa: F401  (imported from here by other tests)
+from loopback import start_sshd
 from components.config import load_stack_config
 from components.docker_host import docker_ssh_opts
 from components.preflight import preflight_spec
@@ -91,55 +91,15 @@ def busybox_image(dockerd, tmp_path_factory):
     return ref
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory):
-    sshd_bin = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
-    if sshd_bin is None or shutil.which("ssh") is None:
-        unavailable("openssh-server / openssh-client are not installed")
-    d = tmp_path_factory.mktemp("sshd")
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host_key")], check=True)
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "client_key")], check=True)
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "other_host_key")], check=True)
-    shutil.copy(d / "client_key.pub", d / "authorized_keys")
-    port = _free_port()
-    (d / "sshd_config").write_text(f"""Port {port}
-ListenAddress 127.0.0.1
-HostKey {d}/host_key
-PidFile {d}/sshd.pid
-AuthorizedKeysFile {d}/authorized_keys
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PubkeyAuthentication yes
-PermitRootLogin prohibit-password
-UsePAM no
-StrictModes no
-""")
-    if os.geteuid() == 0:
-        os.makedirs("/run/sshd", exist_ok=True)  # privilege separation directory (root sshd only)
-    proc = subprocess.Popen([sshd_bin, "-D", "-e", "-f", str(d / "sshd_config")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    for _ in range(50):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        if proc.poll() is not None:
-            unavailable(f"sshd exited: {proc.stdout.read().decode()[-500:]}")
-        time.sleep(0.1)
-    else:
-        proc.terminate()
-        unavailable("sshd did not listen within 5s")
-    host_key = " ".join((d / "host_key.pub").read_text().split()[:2])
-    other_key = " ".join((d / "other_host_key.pub").read_text().split()[:2])
-    yield {"port": port, "dir": d, "host_key": host_key, "other_key": other_key,
-           "identity": str(d / "client_key"), "user": getpass.getuser()}
-    proc.terminate()
-    proc.wait(timeout=10)
+    try:
+        server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    except RuntimeError as exc:
+        unavailable(str(exc))
+    yield {"port": server.port, "dir": server.dir, "host_key": server.host_key, "other_key": server.other_key,
+           "identity": server.identity, "user": server.user}
+    server.stop()
 
 
 def stack_doc(sshd, root: Path, *, host_key=None, appdata=None, gpus=None, port=18434) -> dict:

@@ -77,16 +77,22 @@ def _fake_docker(bin_dir: Path, sock: Path, port: int) -> None:
 set -euo pipefail
 [ "$1" = exec ] || exit 2
 shift
-keep=(PATH=/usr/bin:/bin PGHOST={sock} PGPORT={port})
+# Only the variables named with -e reach the command, as through the Engine API, and by the
+# environment, never as arguments (an `env NAME=value` here would itself put them in an argv).
+keep=(PATH PGHOST PGPORT)
+export PATH=/usr/bin:/bin PGHOST={sock} PGPORT={port}
 while [ $# -gt 0 ]; do
   case "$1" in
     -i) shift ;;
-    -e) keep+=("$2=${{!2}}"); shift 2 ;;
+    -e) keep+=("$2"); shift 2 ;;
     *) break ;;
   esac
 done
 shift  # the container
-exec env -i "${{keep[@]}}" "$@"
+for name in $(compgen -e); do
+  case " ${{keep[*]}} " in *" $name "*) ;; *) unset "$name" ;; esac
+done
+exec "$@"
 """)
     (bin_dir / "docker").chmod(0o755)
 
