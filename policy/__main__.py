@@ -1,7 +1,6 @@
 """The octollm-infra policy pack: each check of checks.py as a policy with a stable ID."""
 
-from pulumi_policy import (EnforcementLevel, PolicyPack, ResourceRemediationPolicy, ResourceValidationPolicy,
-                           Secret)
+from pulumi_policy import EnforcementLevel, PolicyPack, ResourceValidationPolicy, Secret
 
 from checks import CHECKS, SECRET_NAME, SECRET_SIG, SECRET_VALUE, Opts, run_check
 
@@ -43,9 +42,10 @@ def _remediate_secret_env(args):
 policies = []
 for c in CHECKS:
     if c.enforcement == "remediate":
-        policies.append(ResourceRemediationPolicy(name=f"{c.id.lower()}-{c.name}", description=c.description,
-                                                  enforcement_level=LEVELS[c.enforcement],
-                                                  remediate=_remediate_secret_env))
+        # pulumi-policy 1.21: a remediation is a ResourceValidationPolicy given `remediate`.
+        policies.append(ResourceValidationPolicy(name=f"{c.id.lower()}-{c.name}", description=c.description,
+                                                 enforcement_level=LEVELS[c.enforcement],
+                                                 remediate=_remediate_secret_env))
         # The same check also reports, so a preview shows what it would remediate.
         policies.append(ResourceValidationPolicy(name=f"{c.id.lower()}-{c.name}-report", description=c.description,
                                                  enforcement_level=EnforcementLevel.ADVISORY,

@@ -105,3 +105,26 @@ def test_the_pack_program_compiles_and_names_every_check():
     text = (ROOT / "policy" / "__main__.py").read_text()
     assert "for c in CHECKS" in text
     import pulumi_policy  # noqa: F401  (the pack's dependency is installed and importable)
+
+
+def test_the_pack_module_builds_its_policies_with_the_pinned_pulumi_policy(monkeypatch):
+    """policy/__main__.py as the analyzer runs it, against the installed pulumi-policy: every check
+    becomes a policy (the remediating one also reports), none with an API the library lacks."""
+    import runpy
+    import sys
+
+    import pulumi_policy
+
+    from harness import ROOT
+
+    built = {}
+    monkeypatch.setattr(pulumi_policy, "PolicyPack", lambda **kw: built.update(kw))
+    monkeypatch.syspath_prepend(str(ROOT / "policy"))
+    monkeypatch.delitem(sys.modules, "checks", raising=False)
+    runpy.run_path(str(ROOT / "policy" / "__main__.py"), run_name="__main__")
+    from checks import CHECKS
+
+    names = [p.name for p in built["policies"]]
+    assert len(names) == len(CHECKS) + sum(c.enforcement == "remediate" for c in CHECKS)
+    remediating = [p for p in built["policies"] if p.enforcement_level == pulumi_policy.EnforcementLevel.REMEDIATE]
+    assert remediating and all(p.has_remediation() for p in remediating)
