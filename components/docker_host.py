@@ -367,6 +367,10 @@ class DockerHost(pulumi.ComponentResource):
             log_opts=LOG_OPTS,
             cpus=docker_cpus(spec.cpus),
             memory=mebibytes(spec.memory_gb),
+            # Unset, the engine stores MemorySwap = 2 x Memory, which the provider reads back as
+            # memory_swap: a diff on every `up` (seen under the real engine). Equal to memory, the
+            # limit is the limit (no swap past it) and reads back as given.
+            memory_swap=mebibytes(spec.memory_gb),
             user=spec.user,
             shm_size=spec.shm_size_gb * 1024 if spec.shm_size_gb else None,
             privileged=spec.privileged or None,

@@ -292,6 +292,12 @@ def preflight(spec: PreflightSpec) -> str:
         '  if ! version_ge "${server%%[+-]*}" "$min_docker"; then',
         '    fail "Docker engine $server is older than $min_docker, the oldest this program supports"',
         "  fi",
+        # Containers are created with memory_swap = memory (no swap past the limit). An engine without
+        # swap accounting stores -1 instead, so every `up` would show memorySwap changing.
+        "  if [ \"$(docker info --format '{{.SwapLimit}}' 2>/dev/null)\" = false ]; then",
+        '    warn "the Docker engine has no swap limit support (cgroup swap accounting is off): memory limits hold '
+        'but swap is not limited, and every pulumi up will show memorySwap changes on its containers"',
+        "  fi",
         "fi",
     ]
     if spec.networks:

@@ -107,6 +107,9 @@ def _container_planned(i: dict) -> dict:
         out["cpus"] = i["cpus"]
     if "memory" in i:
         out["memory"] = _num(i["memory"])
+    # memory_swap (Optional, not Computed): when unset the engine still stores MemorySwap = 2 x Memory
+    # (moby daemon: a memory limit without a swap limit allows as much swap again), and Read sets it.
+    out["memorySwap"] = _num(i.get("memorySwap", 0))
     if "shmSize" in i:
         out["shmSize"] = _num(i["shmSize"])
     if "healthcheck" in i:
@@ -159,6 +162,8 @@ def container_engine_request(i: dict) -> dict:
         hc["NanoCpus"] = docker_parse_cpus(p["cpus"])
     if "memory" in p:
         hc["Memory"] = p["memory"] * 1024 * 1024
+    if p.get("memorySwap"):
+        hc["MemorySwap"] = p["memorySwap"] * 1024 * 1024
     if "shmSize" in p:
         hc["ShmSize"] = p["shmSize"] * 1024 * 1024
     if "healthcheck" in p:
@@ -217,6 +222,8 @@ def container_state_from_inspect(inspect: dict, planned: dict) -> dict:
     if hc.get("NanoCpus", 0) > 0:  # HostConfig.NanoCPUs, `json:"NanoCpus"`
         out["cpus"] = nano_int64_to_decimal_string(hc["NanoCpus"])
     out["memory"] = hc.get("Memory", 0) // 1024 // 1024
+    swap = hc.get("MemorySwap", 0)
+    out["memorySwap"] = swap // 1024 // 1024 if swap > 0 else swap
     out["shmSize"] = hc.get("ShmSize", 0) // 1024 // 1024
     h = c.get("Healthcheck")
     if h is not None:
@@ -279,7 +286,10 @@ def engine_inspect_model(request: dict, name: str, image_config: dict | None = N
     """
     img = image_config or {}
     c = {**{k: img[k] for k in ("Cmd", "Entrypoint", "StopSignal", "User") if k in img}, **request["Config"]}
-    return {"Name": "/" + name, "Config": c, "HostConfig": dict(request["HostConfig"]),
+    hc = dict(request["HostConfig"])
+    if hc.get("Memory") and not hc.get("MemorySwap"):
+        hc["MemorySwap"] = 2 * hc["Memory"]  # the engine's default swap allowance
+    return {"Name": "/" + name, "Config": c, "HostConfig": hc,
             "NetworkSettings": {"Ports": request["HostConfig"].get("PortBindings", {})}}
 
 

@@ -40,7 +40,7 @@ def test_diff_reports_exactly_the_changed_resources_and_properties(run):
     names = {u.rsplit("::", 1)[-1]: props for u, props in d["changed"].items()}
     assert set(names) == {"ollama-pull-models", "unraid-preflight", "unraid-arm-judge"}
     judge = {p["property"]: (p["before"], p["after"]) for p in names["unraid-arm-judge"]}
-    assert judge == {"memory": (2048, 3072)}
+    assert judge == {"memory": (2048, 3072), "memorySwap": (2048, 3072)}  # swap follows the limit
     pull = {p["property"]: (p["before"], p["after"]) for p in names["ollama-pull-models"]}
     assert pull["triggers[4]"] == (None, "mistral:7b")
     md = plan.render_diff("unraid", "a", "b", d, {r["urn"]: r["type"] for r in head["resources"]})
