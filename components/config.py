@@ -26,8 +26,8 @@ from pydantic.alias_generators import to_camel
 
 from . import catalog
 from .provider_forms import cpus_round_trips, docker_cpus
-from .values import (Cidr, DataPath, GpuDeviceId, HostAddress, ImageRef, ModelName, NfsOptions, PgIdentifier,
-                     SshUser, StoreRelativePath, ZfsDataset)
+from .values import (Cidr, DataPath, GpuDeviceId, HostAddress, ImageRef, KubernetesName, LabelValue, ModelName,
+                     NfsOptions, PgIdentifier, SshUser, StoreRelativePath, ZfsDataset)
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -530,11 +530,11 @@ class IngressConfig(Model):
 
 
 class KubernetesConfig(Model):
-    namespace: Name = "octollm"
+    namespace: KubernetesName = "octollm"
     version: str = Field(default="1.31.0", pattern=r"^1\.\d+\.\d+$", description="for schema validation")
     context: str | None = Field(default=None, description="kubeconfig context; the ambient one when absent")
-    accelerator: str = Field(default="nvidia-l4", description="cloud.google.com/gke-accelerator node label")
-    storage_class: str = "standard-rwo"
+    accelerator: LabelValue = Field(default="nvidia-l4", description="cloud.google.com/gke-accelerator node label")
+    storage_class: KubernetesName = "standard-rwo"
     data_size_gb: int = Field(default=20, ge=1)
     managed_dcgm: bool = Field(default=False, description="GKE's managed DCGM metrics instead of a DaemonSet")
     ingress: IngressConfig

@@ -93,6 +93,10 @@ CASES = [
                                       "models": ["nomic-embed-text"], "limits": {"cpus": 1, "memoryGb": 1}},
      "two containers of one host cannot share a name"),
     ("homelab", "loadBalancer.basicAuth", True, "the secret loadBalancerUsers is not set"),
+    # Kubernetes names and label values
+    ("gke", "kubernetes.namespace", "Octo_LLM", "should match pattern"),
+    ("gke", "kubernetes.accelerator", "nvidia l4;x", "is not a Kubernetes label value"),
+    ("gke", "kubernetes.storageClass", "-rwo", "should match pattern"),
 ]
 
 
