@@ -17,6 +17,11 @@ def _gb_to_kib(gb: float) -> int:
     return int(gb * 1024 * 1024)
 
 
+def _within(path: str, root: str) -> bool:
+    path, root = path.rstrip("/") or "/", root.rstrip("/") or "/"
+    return path == root or path.startswith(root + "/")
+
+
 def preflight_spec(cfg: StackConfig, host_name: str, stack: str):
     host = cfg.hosts[host_name]
     places = [p for p in inventory(cfg) if p.host == host_name]
@@ -27,7 +32,12 @@ def preflight_spec(cfg: StackConfig, host_name: str, stack: str):
         if store.host != host_name:
             continue
         if store.kind != "zfs":  # zfs create makes its own mountpoint
-            anchors.add(posixpath.dirname(store.path.rstrip("/")) or "/")
+            parent = posixpath.dirname(store.path.rstrip("/")) or "/"
+            # A store inside the appdata root is created with it (mkdir -p): only what holds the
+            # root must exist beforehand. Anchoring on the store's parent made a first `up` of the
+            # dev stack fail on a fresh machine.
+            if not _within(parent, host.appdata_root):
+                anchors.add(parent)
             dirs.add((store.path, store.owner or host.data_owner))
         for node in cfg.all_inference.values():
             if node.model_store == sname and not node.read_only:

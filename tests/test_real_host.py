@@ -283,3 +283,14 @@ def test_doctor_api_only_checks_the_api_and_runs_no_script(dockerd, sshd, tmp_pa
     out = capsys.readouterr().out
     assert "ok (API" in out and "not run (--api-only)" in out
     assert host_state(tmp_path) == before
+
+
+def test_preflight_passes_on_a_fresh_host_where_nothing_of_the_stack_exists_yet(dockerd, sshd, tmp_path, clean):
+    """The model store lives inside the appdata root, which the stack itself creates: only the
+    directory holding the root has to exist (the dev stack's first up used to stop here)."""
+    raw = stack_doc(sshd, tmp_path)
+    raw["modelStores"]["models"]["path"] = str(tmp_path / "appdata" / "ollama")
+    assert not (tmp_path / "appdata").exists()
+    r = run_remote_preflight(sshd, raw)
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "appdata").exists()
