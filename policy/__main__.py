@@ -1,28 +1,40 @@
 """The octollm-infra policy pack: each check of checks.py as a policy with a stable ID."""
 
-from pulumi_policy import EnforcementLevel, PolicyPack, ResourceValidationPolicy, Secret
+from collections.abc import Mapping, Sequence
 
-from checks import CHECKS, SECRET_NAME, SECRET_SIG, SECRET_VALUE, Opts, run_check
+from pulumi_policy import EnforcementLevel, PolicyPack, ResourceValidationPolicy, Secret
+from pulumi_policy.proxy import UnknownValueError
+
+from checks import CHECKS, SECRET_NAME, SECRET_SIG, SECRET_VALUE, UNKNOWN, Opts, run_check
 
 LEVELS = {"mandatory": EnforcementLevel.MANDATORY, "advisory": EnforcementLevel.ADVISORY,
           "remediate": EnforcementLevel.REMEDIATE}
+
+
+def _item(container, key):
+    # The props proxy raises on a value that is unknown until apply; the checks get a placeholder,
+    # so every other field is still checked on a first preview.
+    try:
+        return _wire(container[key])
+    except UnknownValueError:
+        return UNKNOWN
 
 
 def _wire(v):
     """Policy props (Secret objects in remediation) back to the wire form the checks read."""
     if isinstance(v, Secret):
         return {SECRET_SIG: SECRET_VALUE, "value": _wire(v.value)}
-    if isinstance(v, dict):
-        return {k: _wire(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_wire(x) for x in v]
+    if isinstance(v, Mapping):
+        return {k: _item(v, k) for k in v}
+    if isinstance(v, Sequence) and not isinstance(v, (str, bytes)):
+        return [_item(v, i) for i in range(len(v))]
     return v
 
 
 def _validator(check):
     def validate(args, report_violation):
         opts = Opts(protect=bool(args.opts.protect), delete_before_replace=bool(args.opts.delete_before_replace))
-        for message in run_check(check, args.resource_type, _wire(dict(args.props)), opts, args.name,
+        for message in run_check(check, args.resource_type, _wire(args.props), opts, args.name,
                                  args.get_config()):
             report_violation(f"[{check.id}] {message}")
     return validate

@@ -85,11 +85,18 @@ def gpu_device_requests(t, props, opts, cfg):
     return out
 
 
+# What the pack puts where a value is not known until apply (a first preview: the pulled image's ID,
+# a generated password). A check skips it: the value it stands for is checked where it is known.
+UNKNOWN = "<unknown until apply>"
+
+
 def images_pinned(t, props, opts, cfg):
     p = plain(props)
     images = []
     if t == "docker:index/remoteImage:RemoteImage":
         images.append(p.get("name", ""))
+    elif t == CONTAINER and p.get("image") == UNKNOWN:
+        pass  # the pulled image's ID, unknown before the pull; its RemoteImage's name is checked
     elif t == CONTAINER:
         # The program hands containers the pulled image's ID ("<ref>@<id>" or "sha256:…"): check the ref.
         ref, _, digest = p.get("image", "").partition("@")

@@ -128,3 +128,41 @@ def test_the_pack_module_builds_its_policies_with_the_pinned_pulumi_policy(monke
     assert len(names) == len(CHECKS) + sum(c.enforcement == "remediate" for c in CHECKS)
     remediating = [p for p in built["policies"] if p.enforcement_level == pulumi_policy.EnforcementLevel.REMEDIATE]
     assert remediating and all(p.has_remediation() for p in remediating)
+
+
+def test_a_first_preview_with_unknown_values_still_runs_every_check(monkeypatch):
+    """On a first preview a container's image (the pulled image's ID) is unknown; the pack must still
+    check the rest rather than skip the resource, and still refuse an unpinned RemoteImage."""
+    import runpy
+    import sys
+
+    import pulumi_policy
+    from pulumi_policy import proxy
+
+    from harness import ROOT
+
+    built = {}
+    monkeypatch.setattr(pulumi_policy, "PolicyPack", lambda **kw: built.update(kw))
+    monkeypatch.syspath_prepend(str(ROOT / "policy"))
+    monkeypatch.delitem(sys.modules, "checks", raising=False)
+    runpy.run_path(str(ROOT / "policy" / "__main__.py"), run_name="__main__")
+    by_name = {p.name: p for p in built["policies"]}
+
+    class Args:
+        def __init__(self, t, props):
+            self.resource_type, self.name = t, "x"
+            self.props = proxy.unknown_checking_proxy(props)
+            self.opts = type("O", (), {"protect": False, "delete_before_replace": True})()
+
+        def get_config(self):
+            return {}
+
+    def violations(policy, t, props):
+        found = []
+        by_name[policy].validate(Args(t, props), lambda m, urn=None: found.append(m))
+        return found
+
+    container = {"image": proxy.UNKNOWN_STRING_VALUE, "name": "c", "restart": "no", "memory": 0}
+    assert violations("oct002-images-pinned", "docker:index/container:Container", container) == []
+    assert violations("oct004-restart-policy", "docker:index/container:Container", container)
+    assert violations("oct002-images-pinned", "docker:index/remoteImage:RemoteImage", {"name": "ollama/ollama:latest"})
