@@ -16,7 +16,7 @@ PULUMI := $(shell command -v pulumi 2>/dev/null || echo $(HOME)/.pulumi/bin/pulu
 # components/docker_host.py and the workflows' --parallel.
 PARALLEL ?= 8
 
-.PHONY: setup dev test bench preview up drift plan plan-diff destroy-dev pulumi-cli policy-venv
+.PHONY: setup dev test bench engine-lane preview up drift plan plan-diff destroy-dev pulumi-cli policy-venv
 
 $(VENV)/.ready: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,13 @@ dev: setup pulumi-cli
 ## Run every test.
 test: setup
 	$(PY) -m pytest -q
+
+## The real engine over the real program on dev and a loopback SSH host (tests/lane_engine.py): up, a
+## no-change preview, refresh, a one-knob change, up --plan, destroy. Needs the engine in build/engine/bin
+## (tools/engine/build.sh) plus pulumi-resource-command, which cannot be built from the Go module proxy:
+## point OCTOLLM_ENGINE_BIN at a directory that has all of them. Not part of `make test`, for that reason.
+engine-lane: setup
+	tools/programtest.sh
 
 ## Program time under the mock engine, per stack (figures only).
 bench: setup
