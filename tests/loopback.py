@@ -90,3 +90,23 @@ StrictModes no
 
     return Sshd(port=port, dir=d, host_key=key("host_key"), other_key=key("other_host_key"),
                 identity=str(d / "client_key"), user=getpass.getuser(), log=log, proc=proc)
+
+
+def import_busybox_image(ref: str, root: Path, files: dict[str, str] | None = None,
+                         changes: tuple[str, ...] = ()) -> None:
+    """A local image without a registry: /bin/busybox plus `files` (path -> executable text),
+    `docker import`ed with Dockerfile `changes` (e.g. 'ENTRYPOINT ["/stand-in"]'). Raises
+    FileNotFoundError when busybox is not installed (Debian package busybox-static)."""
+    src = shutil.which("busybox")
+    if src is None:
+        raise FileNotFoundError("busybox is not installed (Debian package busybox-static)")
+    (root / "bin").mkdir(parents=True, exist_ok=True)
+    shutil.copy(src, root / "bin" / "busybox")
+    for rel, text in (files or {}).items():
+        (root / rel).write_text(text)
+    for rel in ("bin/busybox", *(files or {})):
+        (root / rel).chmod(0o755)
+    top = sorted({"bin", *(rel.split("/", 1)[0] for rel in files or {})})
+    tar = subprocess.run(["tar", "-C", str(root), "-cf", "-", *top], capture_output=True, check=True).stdout
+    cmd = ["docker", "import", *(a for c in changes for a in ("-c", c)), "-", ref]
+    subprocess.run(cmd, input=tar, capture_output=True, check=True)

@@ -12,9 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
 import socket
-import subprocess
 import time
 import urllib.parse
 from pathlib import Path
@@ -23,6 +21,7 @@ import pytest
 
 import readback
 from loopback import free_port as _free_port
+from loopback import import_busybox_image
 from test_real_host import docker, dockerd, unavailable  # noqa: F401  (fixtures)
 
 SOCKET = "/var/run/docker.sock"
@@ -60,22 +59,15 @@ def engine(method: str, path: str, body: dict | None = None, ok=(200, 201, 204, 
 def standin(dockerd, tmp_path_factory):  # noqa: F811
     """busybox with an entrypoint that ignores its arguments, traps TERM/INT and exits 0 after
     STANDIN_FLUSH seconds: a stand-in for a service that flushes on shutdown."""
-    src = shutil.which("busybox")
-    if src is None:
-        unavailable("busybox is not installed (Debian package busybox-static)")
-    root = tmp_path_factory.mktemp("standin")
-    (root / "bin").mkdir()
-    shutil.copy(src, root / "bin" / "busybox")
-    (root / "stand-in").write_text(
-        "#!/bin/busybox sh\n"
-        'stop() { /bin/busybox sleep "${STANDIN_FLUSH:-0}"; exit 0; }\n'
-        "trap stop TERM INT\n"
-        "while :; do /bin/busybox sleep 1 & wait $!; done\n")
-    for p in (root / "bin" / "busybox", root / "stand-in"):
-        p.chmod(0o755)
-    tar = subprocess.run(["tar", "-C", str(root), "-cf", "-", "bin", "stand-in"], capture_output=True, check=True).stdout
-    subprocess.run(["docker", "import", "-c", 'ENTRYPOINT ["/stand-in"]', "-", STANDIN], input=tar,
-                   capture_output=True, check=True)
+    script = ("#!/bin/busybox sh\n"
+              'stop() { /bin/busybox sleep "${STANDIN_FLUSH:-0}"; exit 0; }\n'
+              "trap stop TERM INT\n"
+              "while :; do /bin/busybox sleep 1 & wait $!; done\n")
+    try:
+        import_busybox_image(STANDIN, tmp_path_factory.mktemp("standin"), {"stand-in": script},
+                             ('ENTRYPOINT ["/stand-in"]',))
+    except FileNotFoundError as exc:
+        unavailable(str(exc))
     return STANDIN
 
 

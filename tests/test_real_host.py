@@ -18,7 +18,7 @@ import yaml
 
 from components import doctor
 from loopback import free_port as _free_port  # noqa: F401  (imported from here by other tests)
-from loopback import start_sshd
+from loopback import import_busybox_image, start_sshd
 from components.config import load_stack_config
 from components.docker_host import docker_ssh_opts
 from components.preflight import preflight_spec
@@ -80,14 +80,10 @@ def busybox_image(dockerd, tmp_path_factory):
     ref = "octollm-test/busybox:1"
     if docker("image", "inspect", ref, check=False).returncode == 0:
         return ref
-    src = shutil.which("busybox")
-    if src is None:
-        unavailable("busybox is not installed (Debian package busybox-static)")
-    root = tmp_path_factory.mktemp("busybox-rootfs")
-    (root / "bin").mkdir()
-    shutil.copy(src, root / "bin" / "busybox")
-    tar = subprocess.run(["tar", "-C", str(root), "-cf", "-", "bin"], capture_output=True, check=True).stdout
-    subprocess.run(["docker", "import", "-", ref], input=tar, capture_output=True, check=True)
+    try:
+        import_busybox_image(ref, tmp_path_factory.mktemp("busybox-rootfs"))
+    except FileNotFoundError as exc:
+        unavailable(str(exc))
     return ref
 
 
