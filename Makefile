@@ -47,14 +47,16 @@ dev: setup pulumi-cli
 	$(PULUMI) stack select dev --create --non-interactive
 	$(PULUMI) up --stack dev --parallel $(PARALLEL)
 
-## Run every test.
+## Run every test. The ones that drive the real Pulumi engine (tests/test_command_provider.py) use
+## build/engine/bin (tools/engine/build.sh) or OCTOLLM_ENGINE_BIN and skip without it; the engine lane
+## is `make engine-lane`. CI (.ci/run) runs both, with skips turned into failures.
 test: setup
 	$(PY) -m pytest -q
 
-## The real engine over the real program on dev and a loopback SSH host (tests/lane_engine.py): up, a
-## no-change preview, refresh, a one-knob change, up --plan, destroy. Needs the engine in build/engine/bin
-## (tools/engine/build.sh) plus pulumi-resource-command, which cannot be built from the Go module proxy:
-## point OCTOLLM_ENGINE_BIN at a directory that has all of them. Not part of `make test`, for that reason.
+## The real engine over the real program (tools/programtest.sh, every tests/lane_*.py): dev and a loopback
+## SSH host through up, a no-change preview, refresh, a one-knob change, up --plan, destroy. Builds or
+## reuses the engine in build/engine/bin first (tools/engine/build.sh), unless OCTOLLM_ENGINE_BIN names one.
+## About 4 minutes with the engine built; the first build takes about half an hour.
 engine-lane: setup
 	tools/programtest.sh
 

@@ -57,8 +57,8 @@ def engine_problems() -> list[str]:
         except (OSError, subprocess.TimeoutExpired) as exc:
             problems.append(f"{path} -version failed: {exc}")
             continue
-        # Bridged providers print their version; a native one (pulumi-command) has no such flag and
-        # reports it to the engine only (GetPluginInfo).
+        # The bridged providers and our command provider (tools/engine/providers/command) print their
+        # version; a provider without such a flag reports it to the engine only (GetPluginInfo).
         text = out.stdout.strip()
         have = text.lstrip("v") if out.returncode == 0 and re.fullmatch(r"v?\d+\.\d+\.\d+\S*", text) else None
         if have is not None and have != pinned(dist):

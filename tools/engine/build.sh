@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the Pulumi engine (CLI), a Python language host and the resource providers that
 # octollm-infra uses from Go modules, into build/engine/bin, with no download of Pulumi's
-# released binaries. See tools/engine/README.md for what is built from where and what cannot be.
+# released binaries. See tools/engine/README.md for what is built from where, and which binaries
+# are our own implementations (the language host, the command provider).
 #
 # Usage: tools/engine/build.sh [--register] [TARGET...]
 #   TARGET: cli langhost policy random docker kubernetes command (default: all of them)
@@ -42,6 +43,9 @@ K8S_PROVIDER_VERSION=v4.0.0-20260115033456-f47bc2d6f199
 K8S_SDK_VERSION=v4.24.0
 # Newest served sdk/v3 that still ships the pulumi-analyzer-policy-python shim script.
 POLICY_SHIM_SDK_VERSION=v3.219.0
+# pulumi-resource-command is our own implementation (providers/command) of this pulumi-command
+# release's interface; a different pin needs its changes reviewed and implemented first.
+COMMAND_IMPLEMENTS=1.2.1
 
 CLI_VERSION=
 SDK_MODULE=github.com/pulumi/pulumi/sdk/v3
@@ -166,7 +170,6 @@ writable_copy() {
 BUILT=()
 SKIPPED=()
 FAILED=()
-UNAVAILABLE=()
 
 # run TARGET FUNCTION: time one target. FUNCTION runs in a subshell with errexit in force; it
 # returns 0 when it built TARGET and 10 when TARGET was up to date. A failure is reported and
@@ -357,13 +360,23 @@ EOF
 	log "pulumi-resource-kubernetes $K8S_PIN (from $K8S_PROVIDER_MODULE@$K8S_PROVIDER_VERSION)"
 }
 
-check_command() {
-	# pulumi-command is a native provider (github.com/pulumi/pulumi-command/provider, on
-	# github.com/pulumi/pulumi-go-provider); the module proxy serves neither module.
-	if served github.com/pulumi/pulumi-command/provider "v$COMMAND_PIN"; then
-		log "github.com/pulumi/pulumi-command/provider@v$COMMAND_PIN is served now: teach build.sh to build it"
+build_command() {
+	# Our own provider (the upstream modules, github.com/pulumi/pulumi-command/provider and
+	# github.com/pulumi/pulumi-go-provider, are not served): a module of its own, with its go.sum.
+	if [[ $COMMAND_PIN != "$COMMAND_IMPLEMENTS" ]]; then
+		log "requirements.txt pins pulumi-command $COMMAND_PIN, but providers/command implements $COMMAND_IMPLEMENTS's interface:"
+		log "review what changed upstream, implement it, then set COMMAND_IMPLEMENTS in this script"
+		return 1
 	fi
-	UNAVAILABLE+=("pulumi-resource-command $COMMAND_PIN: github.com/pulumi/pulumi-command/provider and github.com/pulumi/pulumi-go-provider are not served by the module proxy")
+	local src=$HERE/providers/command stampv
+	stampv="version=$COMMAND_PIN src=$(srchash "$src") go=$GO_VERSION"
+	if up_to_date pulumi-resource-command "$stampv"; then
+		return 10
+	fi
+	(cd "$src" && "${GO_BUILD[@]}" -ldflags "-s -w -X main.Version=$COMMAND_PIN" \
+		-o "$BIN/pulumi-resource-command" .)
+	stamp pulumi-resource-command "$stampv"
+	log "pulumi-resource-command $COMMAND_PIN (our implementation of its interface, tools/engine/providers/command)"
 }
 
 register() {
@@ -375,6 +388,7 @@ register() {
 		random) v=$RANDOM_PIN ;;
 		docker) v=$DOCKER_PIN ;;
 		kubernetes) v=$K8S_PIN ;;
+		command) v=$COMMAND_PIN ;;
 		*) continue ;;
 		esac
 		"$BIN/pulumi" plugin install resource "$name" "$v" --file "$f" --reinstall
@@ -410,7 +424,7 @@ main() {
 		random) run pulumi-resource-random build_random ;;
 		docker) run pulumi-resource-docker build_docker ;;
 		kubernetes) run pulumi-resource-kubernetes build_kubernetes ;;
-		command) check_command ;;
+		command) run pulumi-resource-command build_command ;;
 		esac
 	done
 	if [[ $do_register == 1 ]]; then
@@ -420,7 +434,6 @@ main() {
 	local line
 	for line in "${BUILT[@]}"; do echo "  done:        $line"; done
 	for line in "${SKIPPED[@]}"; do echo "  up to date:  $line"; done
-	for line in "${UNAVAILABLE[@]}"; do echo "  unavailable: $line"; done
 	for line in "${FAILED[@]}"; do echo "  FAILED:      $line"; done
 	[[ ${#FAILED[@]} -eq 0 ]]
 }
