@@ -11,15 +11,15 @@ import pulumi_command as command
 import pulumi_docker as docker
 from pulumi.runtime import config as runtime_config
 
-from . import rules
-from .config import ConfigError, Problem, StackConfig, load_stack_config
-from .data_services import DataServices, DataServicesArgs
-from .docker_host import DockerHost, DockerHostArgs, docker_host_url, docker_ssh_opts
-from .gpu_inference_node import GpuInferenceNode, GpuInferenceNodeArgs
-from .monitoring_stack import MonitoringStack, MonitoringStackArgs, ScrapeJob
-from .preflight import preflight_spec
-from .octo_arm_service import OctoArmService, OctoArmServiceArgs
-from .shared_model_store import SharedModelStore, SharedModelStoreArgs
+from components.config import rules
+from components.config.schema import ConfigError, Problem, StackConfig, load_stack_config
+from components.services.data_services import DataServices, DataServicesArgs
+from components.platforms.docker_host import DockerHost, DockerHostArgs, docker_host_url, docker_ssh_opts
+from components.services.gpu_inference_node import GpuInferenceNode, GpuInferenceNodeArgs
+from components.services.monitoring_stack import MonitoringStack, MonitoringStackArgs, ScrapeJob
+from components.config.inventory import preflight_spec
+from components.services.octo_arm_service import OctoArmService, OctoArmServiceArgs
+from components.services.shared_model_store import SharedModelStore, SharedModelStoreArgs
 
 PROJECT = "octollm-infra"
 
@@ -316,9 +316,9 @@ def ollama_endpoints(nodes: dict[str, GpuInferenceNode]) -> list[str]:
 
 def deploy_apps(cfg: StackConfig, hosts: dict[str, DockerHost], nodes: dict[str, GpuInferenceNode],
                 stores: dict[str, SharedModelStore], secrets: dict) -> dict:
-    from .apps import (HomelabAi, HomelabAiArgs, OpenWebUi, OpenWebUiArgs, Portainer, PortainerArgs,
+    from components.services.apps import (HomelabAi, HomelabAiArgs, OpenWebUi, OpenWebUiArgs, Portainer, PortainerArgs,
                        WorkerInfra, WorkerInfraArgs)
-    from .load_balancer import LoadBalancer, LoadBalancerArgs
+    from components.services.load_balancer import LoadBalancer, LoadBalancerArgs
 
     apps: dict = {}
     if cfg.workers:
@@ -353,7 +353,7 @@ def deploy_apps(cfg: StackConfig, hosts: dict[str, DockerHost], nodes: dict[str,
 
 
 def app_jobs(cfg: StackConfig, apps: dict) -> list[ScrapeJob]:
-    from .apps import PROBED_NOT_HEALTHCHECKED
+    from components.services.apps import PROBED_NOT_HEALTHCHECKED
 
     jobs = []
     if cfg.load_balancer:
@@ -373,8 +373,8 @@ def app_jobs(cfg: StackConfig, apps: dict) -> list[ScrapeJob]:
 def deploy_kubernetes(cfg: StackConfig, stack: str) -> None:
     import pulumi_kubernetes as k8s
 
-    from .kubernetes_network import ClusterNetwork, ClusterNetworkArgs
-    from .kubernetes_platform import (KubernetesPlatform, KubernetesPlatformArgs,
+    from components.platforms.kubernetes_network import ClusterNetwork, ClusterNetworkArgs
+    from components.platforms.kubernetes import (KubernetesPlatform, KubernetesPlatformArgs,
                                       default_model_pull_timeout_minutes, postgres_password_on_start)
 
     (host_name, hc), = cfg.hosts.items()
@@ -455,7 +455,7 @@ def _target_service(target: str) -> tuple[str, int]:
 
 def kubernetes_flows(cfg: StackConfig, nodes: dict, octo, jobs: list[ScrapeJob], secret: dict) -> list:
     """Every connection the services make, as (source, destination, ports). Anything else is denied."""
-    from .kubernetes_network import EVERY_POD, Flow
+    from components.platforms.kubernetes_network import EVERY_POD, Flow
 
     flows: list[Flow] = []
     for name, node in sorted(nodes.items()):

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 
-from components.config import ConfigError, load_stack_config
+from components.config.schema import ConfigError, load_stack_config
 from harness import stack_config
 
 HOMELAB = stack_config("homelab")

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components.config import ConfigError, load_stack_config
-from components.rules import capacity, inventory
+from components.config.schema import ConfigError, load_stack_config
+from components.config.rules import capacity, inventory
 from harness import stack_config
 
 UNRAID = stack_config("unraid")

@@ -30,9 +30,9 @@ import pytest
 from loopback import free_port as _free_port
 
 import readback_kubernetes as rk
-from components import kubernetes_platform as kp
-from components.config import ConfigError, KubernetesConfig, load_stack_config
-from components.workload import MountSpec, PortSpec, ServiceSpec
+from components.platforms import kubernetes as kp
+from components.config.schema import ConfigError, KubernetesConfig, load_stack_config
+from components.platforms.workload import MountSpec, PortSpec, ServiceSpec
 from harness import stack_config
 
 SECRETS = {"openaiApiKey": "sk-openai-gke"}

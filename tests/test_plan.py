@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from components import plan
+from tooling import plan
 from harness import ROOT, stack_config
 
 
@@ -72,7 +72,7 @@ def test_diff_between_two_git_revisions(tmp_path):
     f.write_text(f.read_text().replace("        - nomic-embed-text\n", "        - nomic-embed-text\n        - mistral:7b\n"))
     git = ["git", "-C", str(repo), "-c", "user.email=t@example.com", "-c", "user.name=t"]
     subprocess.run([*git, "commit", "-qam", "add a model"], check=True)
-    out = subprocess.run([sys.executable, "-m", "components.plan", "-s", "unraid", "--diff", "HEAD~1", "HEAD"],
+    out = subprocess.run([sys.executable, "-m", "tooling.plan", "-s", "unraid", "--diff", "HEAD~1", "HEAD"],
                          cwd=repo, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "**0 to add, 0 to remove, 2 to change**" in out.stdout

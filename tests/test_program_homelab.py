@@ -6,8 +6,8 @@ import json
 import pytest
 import yaml
 
-from components.config import load_stack_config
-from components.rules import inventory
+from components.config.schema import load_stack_config
+from components.config.rules import inventory
 from harness import stack_config
 
 CONTAINER = "docker:index/container:Container"

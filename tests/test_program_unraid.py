@@ -7,8 +7,8 @@ import re
 import pytest
 from pulumi import RunError
 
-from components.config import load_stack_config
-from components.rules import inventory
+from components.config.schema import load_stack_config
+from components.config.rules import inventory
 from harness import stack_config
 
 CONTAINER = "docker:index/container:Container"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from components import scripts
+from components import host_scripts as scripts
 
 SHELLCHECK = str(Path(sys.executable).parent / "shellcheck")
 STACKS = ["unraid", "dev", "homelab"]

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 import pulumi
 
-from .config import OctoLlmConfig, ServicePlacement
-from .docker_host import DockerHost
-from .workload import GRACE_SERVICE, PortSpec, ServiceSpec, http_health
+from components.config.schema import OctoLlmConfig, ServicePlacement
+from components.platforms.docker_host import DockerHost
+from components.platforms.workload import GRACE_SERVICE, PortSpec, ServiceSpec, http_health
 
 
 @dataclass

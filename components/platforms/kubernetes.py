@@ -25,9 +25,9 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from . import catalog
-from .config import HostConfig, KubernetesConfig
-from .workload import CONFIG_MOUNT, HealthSpec, ServiceSpec
+from components.config import catalog
+from components.config.schema import HostConfig, KubernetesConfig
+from components.platforms.workload import CONFIG_MOUNT, HealthSpec, ServiceSpec
 
 NAME_LABEL = "app.kubernetes.io/name"
 GPU_RESOURCE = "nvidia.com/gpu"

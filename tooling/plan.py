@@ -1,9 +1,9 @@
 """Offline plan: what `pulumi up` would register, without reaching any host, cluster or backend.
 
-    python -m components.plan -s homelab               # readable plan, grouped by host and component
-    python -m components.plan -s homelab --json        # the same as JSON
-    python -m components.plan -s homelab --diff origin/main        # Markdown: origin/main -> working tree
-    python -m components.plan -s homelab --diff v1.2 v1.3          # Markdown: between two revisions
+    python -m tooling.plan -s homelab               # readable plan, grouped by host and component
+    python -m tooling.plan -s homelab --json        # the same as JSON
+    python -m tooling.plan -s homelab --diff origin/main        # Markdown: origin/main -> working tree
+    python -m tooling.plan -s homelab --diff v1.2 v1.3          # Markdown: between two revisions
 
 The program runs under Pulumi's mock engine with the stack's config. Values of encrypted config keys
 (`secure:`) are not decrypted: they stand in as secrets. Secret values never appear in the output.
@@ -256,7 +256,7 @@ def plan_at(rev: str | None, stack: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m components.plan", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m tooling.plan", description=__doc__.split("\n\n")[0])
     ap.add_argument("-s", "--stack", required=True)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--diff", nargs="+", metavar="REV", help="BASE [HEAD]: Markdown summary between revisions")

@@ -2,7 +2,7 @@
 
 `run_stack()` returns every registration the program made (type, name, inputs with secrets
 marked, parent, provider, options, dependencies) and the stack's exported outputs. The tests and
-the offline plan (`python -m components.plan`) both use it.
+the offline plan (`python -m tooling.plan`) both use it.
 """
 
 from __future__ import annotations

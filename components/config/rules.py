@@ -11,8 +11,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from . import catalog
-from .config import WORKER_LLM_SERVER, HostConfig, InferenceConfig, Problem, StackConfig
+from components.config import catalog
+from components.config.schema import WORKER_LLM_SERVER, HostConfig, InferenceConfig, Problem, StackConfig
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_random as random
 
-from . import scripts
-from .config import DataServicesConfig, RedisConfig
-from .docker_host import DockerHost
-from .workload import GRACE_DATA, HealthSpec, MountSpec, PortSpec, ServiceSpec, http_health
+from components import host_scripts as scripts
+from components.config.schema import DataServicesConfig, RedisConfig
+from components.platforms.docker_host import DockerHost
+from components.platforms.workload import GRACE_DATA, HealthSpec, MountSpec, PortSpec, ServiceSpec, http_health
 
 
 def secret_or_generated(parent: pulumi.Resource, name: str, given: pulumi.Input[str] | None,

@@ -24,9 +24,9 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from . import catalog
-from .provider_forms import cpus_round_trips, docker_cpus
-from .values import (Cidr, DataPath, GpuDeviceId, HostAddress, ImageRef, KubernetesName, LabelValue, ModelName,
+from components.config import catalog
+from components.platforms.forms import cpus_round_trips, docker_cpus
+from components.config.values import (Cidr, DataPath, GpuDeviceId, HostAddress, ImageRef, KubernetesName, LabelValue, ModelName,
                      NfsOptions, PgIdentifier, SshUser, StoreRelativePath, ZfsDataset)
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
@@ -664,7 +664,7 @@ def load_stack_config(raw: dict, secret_keys: set[str] | None = None) -> tuple[S
         cfg = StackConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(problems + _pydantic_problems(exc)) from None
-    from .rules import check_rules  # rules need the typed model
+    from components.config.rules import check_rules  # rules need the typed model
 
     rule_problems, warnings = check_rules(cfg)
     problems += rule_problems

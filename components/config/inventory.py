@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import posixpath
 
-from . import catalog
-from .config import StackConfig
-from .docker_host import PARALLEL
-from .rules import engine_image_key, image_cuda, inventory
-from .scripts import PreflightSpec
+from components.config import catalog
+from components.config.schema import StackConfig
+from components.platforms.docker_host import PARALLEL
+from components.config.rules import engine_image_key, image_cuda, inventory
+from components.host_scripts import PreflightSpec
 
 MANAGED_BY = "pulumi/{stack}"
 

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 import pulumi
 import yaml
 
-from .config import MonitoringConfig
-from . import scripts
-from .data_services import secret_or_generated
-from .docker_host import DockerHost
-from .workload import GRACE_DATA, GRACE_SERVICE, ConfigFileSpec, GpuSpec, MountSpec, PortSpec, ServiceSpec, http_health
+from components.config.schema import MonitoringConfig
+from components import host_scripts as scripts
+from components.services.data_services import secret_or_generated
+from components.platforms.docker_host import DockerHost
+from components.platforms.workload import GRACE_DATA, GRACE_SERVICE, ConfigFileSpec, GpuSpec, MountSpec, PortSpec, ServiceSpec, http_health
 
 
 @dataclass(frozen=True)

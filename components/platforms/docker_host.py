@@ -18,10 +18,11 @@ import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
-from . import catalog, scripts
-from .config import HostConfig
-from .provider_forms import docker_cpus, go_duration, mebibytes
-from .workload import CONFIG_MOUNT, MountSpec, ServiceSpec
+from components.config import catalog
+from components import host_scripts as scripts
+from components.config.schema import HostConfig
+from components.platforms.forms import docker_cpus, go_duration, mebibytes
+from components.platforms.workload import CONFIG_MOUNT, MountSpec, ServiceSpec
 
 LOG_OPTS = {"max-file": "3", "max-size": "10m"}
 MANAGED_LABEL = "org.octollm.managed-by"

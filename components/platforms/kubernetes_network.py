@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from .config import IngressConfig
-from .kubernetes_platform import NAME_LABEL, KubernetesPlatform
+from components.config.schema import IngressConfig
+from components.platforms.kubernetes import NAME_LABEL, KubernetesPlatform
 
 EVERY_POD = "*"
 

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import pulumi
 
-from . import scripts
-from .config import ModelStoreConfig
-from .docker_host import DockerHost
-from .workload import MountSpec, NfsSource
+from components import host_scripts as scripts
+from components.config.schema import ModelStoreConfig
+from components.platforms.docker_host import DockerHost
+from components.platforms.workload import MountSpec, NfsSource
 
 
 @dataclass

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 import pulumi
 
-from .config import HomelabAiConfig, OpenWebUiConfig, PortainerConfig, WorkerConfig
-from .data_services import redis_spec, secret_or_generated
-from .docker_host import DockerHost
-from .shared_model_store import SharedModelStore
-from .workload import GRACE_SERVICE, MountSpec, PortSpec, ServiceSpec, http_health
+from components.config.schema import HomelabAiConfig, OpenWebUiConfig, PortainerConfig, WorkerConfig
+from components.services.data_services import redis_spec, secret_or_generated
+from components.platforms.docker_host import DockerHost
+from components.services.shared_model_store import SharedModelStore
+from components.platforms.workload import GRACE_SERVICE, MountSpec, PortSpec, ServiceSpec, http_health
 
 # Images with no shell and no HTTP client cannot run a Docker health check; Prometheus probes
 # them over HTTP instead (the blackbox `http_2xx` module), which also raises ProbeFailed.

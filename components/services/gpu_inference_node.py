@@ -7,12 +7,12 @@ from typing import Sequence
 
 import pulumi
 
-from . import scripts
-from .config import InferenceConfig
-from .docker_host import DockerHost
-from .rules import inference_instances
-from .shared_model_store import SharedModelStore
-from .workload import GRACE_SERVICE, GpuSpec, PortSpec, ServiceSpec, http_health
+from components import host_scripts as scripts
+from components.config.schema import InferenceConfig
+from components.platforms.docker_host import DockerHost
+from components.config.rules import inference_instances
+from components.services.shared_model_store import SharedModelStore
+from components.platforms.workload import GRACE_SERVICE, GpuSpec, PortSpec, ServiceSpec, http_health
 
 MODELS_DIR = "/models"
 

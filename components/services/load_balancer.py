@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import pulumi
 import yaml
 
-from .config import LoadBalancerConfig
-from .docker_host import DockerHost
-from .workload import GRACE_SERVICE, ConfigFileSpec, HealthSpec, PortSpec, ServiceSpec
+from components.config.schema import LoadBalancerConfig
+from components.platforms.docker_host import DockerHost
+from components.platforms.workload import GRACE_SERVICE, ConfigFileSpec, HealthSpec, PortSpec, ServiceSpec
 
 ENTRYPOINT_PORT = 8000
 METRICS_PORT = 8082
