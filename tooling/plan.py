@@ -66,20 +66,22 @@ def stack_inputs(root: Path, stack: str) -> tuple[dict, dict]:
 
 
 def _placeholder_home(config: dict) -> str:
-    """A throwaway HOME holding empty files at the identityFile paths (~/.ssh/…), for revisions of the
-    program that read the key files themselves. No key is used: nothing is contacted."""
+    """A throwaway HOME holding key-shaped, owner-only placeholders at the identityFile paths (~/.ssh/…):
+    the program reads them as it reads real keys, and no key is used because nothing is contacted."""
     home = Path(tempfile.mkdtemp(prefix="octollm-plan-"))
     for host in (config.get("hosts") or {}).values():
         path = ((host or {}).get("ssh") or {}).get("identityFile")
         if isinstance(path, str) and path.startswith("~/"):
             f = home / path[2:]
             f.parent.mkdir(parents=True, exist_ok=True)
-            f.write_text("offline plan: not a key\n")
+            f.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\noffline plan: not a key\n-----END OPENSSH PRIVATE KEY-----\n")
+            f.chmod(0o600)
     return str(home)
 
 
 def build_plan(stack: str, root: Path = ROOT) -> dict:
     config, secret_config = stack_inputs(root, stack)
+    # Revisions of the program before the platform layer skipped key reading under this variable.
     old = os.environ.get("OCTOLLM_OFFLINE_PLAN")
     os.environ["OCTOLLM_OFFLINE_PLAN"] = "1"
     try:

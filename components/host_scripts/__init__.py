@@ -1,121 +1,226 @@
 """Every shell script the program sends to a host.
 
-Scripts are generated here, and only here, so that the tests can run each one through
-shellcheck and execute them against a scratch directory. Each script is idempotent: running
-it twice leaves the host as running it once does. Values are quoted with shlex.quote.
+The scripts live next to this module as real shell files (`preflight.sh`, `ensure_dirs.sh`, ...), one
+per builder below, so shellcheck reads them as they are and the tests also run each rendered script
+through shellcheck and against a scratch directory. Each script is idempotent: running it twice leaves
+the host as running it once does.
+
+How a `.sh` file becomes the script a host receives
+---------------------------------------------------
+Each file is a complete bash script that reads its parameters from an associative array `P`. Its
+parameter block, from `#@params` to `#@end` right after the shebang, declares `P` with sample values,
+so the file on its own parses, passes shellcheck and can be read as what it does. The renderer
+(`_render`) turns it into the script for one call's values:
+
+- it drops the parameter block;
+- `"${P[name]}"`, a reference written as one double-quoted word, becomes `q(value)`: a string
+  through `q`, an int as `q` of its digits, a list or tuple as its items, each through `q`, separated
+  by spaces (for an array: `x=("${P[name]}")`);
+- `${P[name]}` without quotes of its own (inside a "..." message, an arithmetic expression or a
+  comment) is accepted only for an int, and becomes its digits; a string there is refused, so a
+  string value can only ever become one whole shell word, quoted by `q`;
+- a line whose first non-blank characters are `#@` is for the renderer and never reaches the host:
+  `#@if name` ... `#@end` keeps its lines when the value is truthy, `#@for a, b in name` ... `#@end`
+  repeats them for each item of a list, binding `${P[a]}` and `${P[b]}`, and `#@ text` is a note for
+  whoever reads the file.
+
+Values are data, never code: whatever a value holds (`$(...)`, a backtick, quotes, a newline, a
+leading `-`, `${P[x]}` or `#@end`), the shell reads it as one word and the renderer never reads it
+again. Substitution is in one pass, directives come only from the file. The one parameter used as a
+command word, `gfail` in the preflight, is `fail` or `warn`, chosen here from a boolean.
+
+The rendered scripts are byte for byte what the builders produced when the shell text was written
+inline in Python, so moving the text into the `.sh` files changed no registered command.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass
-
-HEADER = "#!/usr/bin/env bash\nset -euo pipefail\n"
+from functools import lru_cache
+from importlib import resources
 
 
 def q(value: str) -> str:
+    """The one quoting helper: every string value reaches a script through it."""
     return shlex.quote(value)
+
+
+# --- the renderer ---------------------------------------------------------------------------------
+
+_DIRECTIVE = re.compile(r"^\s*#@(?:(\S+)\s*(.*?)\s*|\s.*|)$")  # #@word args, or #@ a note
+_FOR = re.compile(r"^(\w+(?:\s*,\s*\w+)*)\s+in\s+(\w+)$")
+# "${P[name]}" as one quoted word, or ${P[name]} bare (inside a string, arithmetic or a comment)
+_REF = re.compile(r'"\$\{P\[(\w+)\]\}"|\$\{P\[(\w+)\]\}')
+
+
+@dataclass(frozen=True)
+class _Line:
+    text: str
+    where: str  # file:line, for errors
+
+
+@dataclass(frozen=True)
+class _Block:
+    kind: str  # "if" or "for"
+    arg: str  # the parameter tested or iterated
+    names: tuple[str, ...]  # the names a "for" binds
+    body: tuple  # of _Line and _Block
+    where: str
+
+
+@dataclass(frozen=True)
+class _Template:
+    name: str
+    body: tuple
+    names: frozenset[str]  # every parameter the file refers to, in references and directives
+
+
+def _parse(name: str, text: str) -> _Template:
+    if not text.endswith("\n"):
+        raise ValueError(f"{name}: the file must end with a newline")
+    stack: list[tuple[str, str, tuple[str, ...], list, str]] = [("top", "", (), [], name)]
+    names: set[str] = set()
+    in_params = False
+    for n, line in enumerate(text[:-1].split("\n"), 1):
+        where = f"{name}:{n}"
+        m = _DIRECTIVE.match(line)
+        if in_params:
+            if m and m.group(1) == "end":
+                in_params = False
+            continue
+        if not m:
+            names.update(a or b for a, b in _REF.findall(line))
+            stack[-1][3].append(_Line(line, where))
+            continue
+        kind, arg = m.group(1), m.group(2)
+        if kind is None:  # a note for the reader
+            continue
+        if kind not in ("params", "if", "for", "end"):
+            raise ValueError(f"{where}: unknown renderer line #@{kind} (a note is '#@ text')")
+        if kind == "params":
+            if len(stack) > 1:
+                raise ValueError(f"{where}: the parameter block must not be inside #@if or #@for")
+            in_params = True
+        elif kind == "if":
+            if not re.fullmatch(r"\w+", arg):
+                raise ValueError(f"{where}: #@if takes one parameter name, not {arg!r}")
+            names.add(arg)
+            stack.append(("if", arg, (), [], where))
+        elif kind == "for":
+            fm = _FOR.match(arg)
+            if not fm:
+                raise ValueError(f"{where}: expected '#@for a[, b ...] in name', not {arg!r}")
+            bound = tuple(s.strip() for s in fm.group(1).split(","))
+            names.update(bound)
+            names.add(fm.group(2))
+            stack.append(("for", fm.group(2), bound, [], where))
+        else:  # end
+            if len(stack) == 1:
+                raise ValueError(f"{where}: #@end without #@if or #@for")
+            kind_, arg_, bound_, body_, where_ = stack.pop()
+            stack[-1][3].append(_Block(kind_, arg_, bound_, tuple(body_), where_))
+    if in_params:
+        raise ValueError(f"{name}: #@params is not closed by #@end")
+    if len(stack) > 1:
+        raise ValueError(f"{stack[-1][4]}: #@{stack[-1][0]} is not closed by #@end")
+    return _Template(name, tuple(stack[0][3]), frozenset(names))
+
+
+@lru_cache(maxsize=None)
+def _template(name: str) -> _Template:
+    text = resources.files(__name__).joinpath(f"{name}.sh").read_text(encoding="utf-8")
+    return _parse(name, text)
+
+
+def _word(value: object, what: str) -> str:
+    if isinstance(value, str):
+        return q(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return q(str(value))
+    raise TypeError(f"{what}: {type(value).__name__} {value!r} is neither a string nor an int")
+
+
+def _value(values: dict, name: str, where: str) -> object:
+    if name not in values:
+        raise KeyError(f"{where}: parameter {name!r} has no value")
+    return values[name]
+
+
+def _substitute(line: str, values: dict, where: str) -> str:
+    def one(m: re.Match) -> str:
+        name = m.group(1) or m.group(2)
+        value = _value(values, name, where)
+        if m.group(1):  # a whole quoted word
+            if isinstance(value, (list, tuple)):
+                return " ".join(_word(v, f"{where}: {name}") for v in value)
+            return _word(value, f"{where}: {name}")
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        raise TypeError(f"{where}: {name} is a {type(value).__name__}; only an int may stand outside "
+                        f'its own quotes (write "${{P[{name}]}}" as one word)')
+    return _REF.sub(one, line)
+
+
+def _expand(body: tuple, values: dict, out: list[str]) -> None:
+    for item in body:
+        if isinstance(item, _Line):
+            out.append(_substitute(item.text, values, item.where))
+        elif item.kind == "if":
+            if _value(values, item.arg, item.where):
+                _expand(item.body, values, out)
+        else:
+            for element in _value(values, item.arg, item.where):
+                row = element if len(item.names) > 1 else (element,)
+                if len(row) != len(item.names):
+                    raise ValueError(f"{item.where}: {item.arg} item {element!r} does not match {item.names}")
+                _expand(item.body, {**values, **dict(zip(item.names, row))}, out)
+
+
+def _render(name: str, **values) -> str:
+    """The script `name`.sh with these parameter values (see the module docstring)."""
+    t = _template(name)
+    unknown = set(values) - t.names
+    if unknown:
+        raise TypeError(f"{name}.sh takes no parameter(s) {sorted(unknown)}")
+    out: list[str] = []
+    _expand(t.body, values, out)
+    return "\n".join(out) + "\n"
+
+
+# --- the scripts ----------------------------------------------------------------------------------
 
 
 def ensure_dirs(paths: list[str], owner: str, mode: str = "0750") -> str:
     """Create directories owned by `owner` (uid:gid). Existing data is never touched."""
-    lines = [HEADER]
-    for p in paths:
-        lines.append(f"mkdir -p -- {q(p)}")
-        # chown only the directory itself: a recursive chown of a populated data dir is slow
-        # and would fight the uid the service itself chose for its files.
-        # chown only when needed: a non-root operator can re-run this on directories it owns.
-        lines.append(f'[ "$(stat -c %u:%g -- {q(p)})" = {q(owner)} ] || chown {q(owner)} -- {q(p)}')
-        lines.append(f"chmod {q(mode)} -- {q(p)}")
-    lines.append(f"echo {q('ready: ' + ' '.join(paths))}")
-    return "\n".join(lines) + "\n"
+    return _render("ensure_dirs", paths=list(paths), owner=owner, mode=mode,
+                   ready="ready: " + " ".join(paths))
 
 
 def write_file(path: str, owner: str, reload_container: str | None = None,
                signal: str | None = None) -> str:
     """Write stdin to `path` atomically; signal the container to reread it if it runs."""
-    d = path.rsplit("/", 1)[0] or "/"
-    lines = [
-        HEADER,
-        f"mkdir -p -- {q(d)}",
-        f'tmp="$(mktemp {q(path)}.XXXXXX)"',
-        'cat > "$tmp"',
-        'chmod 0644 "$tmp"',
-        f'chown {q(owner)} "$tmp"',
-        f'mv -f "$tmp" {q(path)}',
-    ]
-    if reload_container and signal:
-        lines.append(
-            f"if docker inspect -f '{{{{.State.Running}}}}' {q(reload_container)} 2>/dev/null | grep -qx true; then\n"
-            f"  docker kill --signal {q(signal)} {q(reload_container)} >/dev/null\n"
-            "fi"
-        )
-    lines.append(f"sha256sum -- {q(path)}")
-    return "\n".join(lines) + "\n"
+    reload = bool(reload_container and signal)
+    return _render("write_file", path=path, dir=path.rsplit("/", 1)[0] or "/", owner=owner,
+                   reload=reload, reload_container=reload_container if reload else "",
+                   signal=signal if reload else "")
 
 
 def ollama_pull(container: str, models: list[str], wait_seconds: int = 300) -> str:
     """Pull models into a running Ollama once its API answers; skip models already present."""
-    lines = [
-        HEADER,
-        f"container={q(container)}",
-        f"deadline=$(( $(date +%s) + {int(wait_seconds)} ))",
-        'until docker exec "$container" ollama list >/dev/null 2>&1; do',
-        '  if [ "$(date +%s)" -ge "$deadline" ]; then',
-        f'    echo "ollama in $container did not answer within {int(wait_seconds)}s" >&2',
-        "    exit 1",
-        "  fi",
-        "  sleep 2",
-        "done",
-        f"models=({' '.join(q(m) for m in models)})",
-        'for model in "${models[@]}"; do',
-        '  if docker exec "$container" ollama show "$model" >/dev/null 2>&1; then',
-        '    echo "present: $model"',
-        "  else",
-        '    docker exec "$container" ollama pull "$model" >/dev/null',
-        '    echo "pulled: $model"',
-        "  fi",
-        "done",
-    ]
-    return "\n".join(lines) + "\n"
+    return _render("ollama_pull", container=container, models=list(models), wait_seconds=int(wait_seconds))
 
 
 def ollama_pull_job(models: list[str], wait_seconds: int = 120) -> str:
     """Inside a Kubernetes Job: start a private Ollama on the shared volume, pull what is missing, stop."""
-    return "\n".join([
-        HEADER,
-        "ollama serve >/tmp/ollama-serve.log 2>&1 &",
-        "server=$!",
-        f"deadline=$(( $(date +%s) + {int(wait_seconds)} ))",
-        "until ollama list >/dev/null 2>&1; do",
-        '  if [ "$(date +%s)" -ge "$deadline" ]; then cat /tmp/ollama-serve.log >&2; exit 1; fi',
-        "  sleep 1",
-        "done",
-        f"models=({' '.join(q(m) for m in models)})",
-        'for model in "${models[@]}"; do',
-        '  if ollama show "$model" >/dev/null 2>&1; then echo "present: $model"; else ollama pull "$model" >/dev/null; echo "pulled: $model"; fi',
-        "done",
-        'kill "$server"',
-        'wait "$server" || true',
-    ]) + "\n"
+    return _render("ollama_pull_job", models=list(models), wait_seconds=int(wait_seconds))
 
 
 def zfs_dataset(dataset: str, mountpoint: str, recordsize: str, compression: str, owner: str) -> str:
     """Create a ZFS dataset tuned for its workload, or converge the properties of an existing one."""
-    return HEADER + "\n".join([
-        f"ds={q(dataset)}",
-        f"mnt={q(mountpoint)}",
-        'if ! zfs list -H -o name -- "$ds" >/dev/null 2>&1; then',
-        f'  zfs create -p -o recordsize={q(recordsize)} -o compression={q(compression)} -o mountpoint="$mnt" "$ds"',
-        "else",
-        # New properties apply to blocks written from now on; existing data is left as it is.
-        f'  zfs set recordsize={q(recordsize)} "$ds"',
-        f'  zfs set compression={q(compression)} "$ds"',
-        "fi",
-        'mkdir -p -- "$mnt"',
-        f'chown {q(owner)} -- "$mnt"',
-        'zfs get -H -o property,value recordsize,compression,mountpoint "$ds"',
-    ]) + "\n"
+    return _render("zfs_dataset", dataset=dataset, mountpoint=mountpoint, recordsize=recordsize,
+                   compression=compression, owner=owner)
 
 
 def _exports_field(value: str, what: str) -> str:
@@ -131,23 +236,7 @@ def nfs_export(path: str, client_cidr: str, options: str, owner: str) -> str:
     """Export `path` to `client_cidr`, replacing an older line for the same path; reload exports."""
     line = (f"{_exports_field(path, 'path')} {_exports_field(client_cidr, 'client')}"
             f"({_exports_field(options, 'options')})")
-    return HEADER + "\n".join([
-        'exports="${OCTOLLM_EXPORTS_FILE:-/etc/exports}"',
-        f"path={q(path)}",
-        f"line={q(line)}",
-        'mkdir -p -- "$path"',
-        f'chown {q(owner)} -- "$path"',
-        'touch -- "$exports"',
-        'if ! grep -qxF -- "$line" "$exports"; then',
-        '  tmp="$(mktemp)"',
-        '  awk -v p="$path" \'$1 != p\' "$exports" > "$tmp"',
-        '  printf \'%s\\n\' "$line" >> "$tmp"',
-        '  cat -- "$tmp" > "$exports"',
-        '  rm -f -- "$tmp"',
-        "fi",
-        "exportfs -ra",
-        'grep -xF -- "$line" "$exports"',
-    ]) + "\n"
+    return _render("nfs_export", path=path, line=line, owner=owner)
 
 
 @dataclass(frozen=True)
@@ -171,283 +260,38 @@ class PreflightSpec:
     ssh_parallel: int = 0
 
 
-# OpenSSH's defaults, which apply when sshd_config sets neither.
+# OpenSSH's defaults, which apply when sshd_config sets neither (written into preflight.sh; a test
+# holds the two together).
 SSHD_DEFAULTS = {"maxstartups": "10:30:100", "maxsessions": "10"}
-
-
-def _sshd_limits(parallel: int) -> list[str]:
-    """Report sshd's MaxStartups/MaxSessions; warn when they are below what `parallel` needs.
-
-    `sshd -T` prints the effective values but needs root (it loads the host keys); otherwise the
-    config file is read the way sshd reads it: first value wins, Include files in place, Match
-    blocks skipped, OpenSSH's defaults when unset. Only reads.
-    """
-    d = SSHD_DEFAULTS
-    return [
-        "",
-        f"# sshd limits: this stack runs up to {int(parallel)} SSH operations at once on the host. With",
-        "# connection sharing the Docker API calls are sessions on one connection (MaxSessions), and",
-        "# each remote command, and the shared connection itself, is a new connection that counts",
-        "# against MaxStartups (start:rate:full) until it has logged in.",
-        f"ssh_parallel={int(parallel)}",
-        'sshd_config="${OCTOLLM_SSHD_CONFIG:-/etc/ssh/sshd_config}"',
-        'sshd_dir="$(dirname -- "$sshd_config")"',
-        "sshd_lines() {  # a config file's lines, with its Include files expanded where they appear",
-        "  local line kw rest pat file pats",
-        '  [ "$2" -lt 16 ] && [ -r "$1" ] || return 0',
-        '  while IFS= read -r line || [ -n "$line" ]; do',
-        '    read -r kw rest <<<"${line/=/ }"',
-        '    if [ "${kw,,}" = include ]; then',
-        '      read -ra pats <<<"$rest"',
-        '      for pat in "${pats[@]}"; do',
-        '        case "$pat" in /*) ;; *) pat="$sshd_dir/$pat" ;; esac  # relative to the config directory',
-        # in name order, as sshd's glob(3) gives them
-        '        while IFS= read -r file; do sshd_lines "$file" $(( $2 + 1 )); done < <(compgen -G "$pat" | LC_ALL=C sort)',
-        "      done",
-        "    else",
-        """      printf '%s\\n' "$line\"""",
-        "    fi",
-        '  done < "$1"',
-        "}",
-        "sshd_first() {  # the first global value of a keyword, as sshd takes it",
-        """  sshd_lines "$sshd_config" 0 | awk -v key="$1" '""",
-        """    { sub(/^[ \\t]+/, ""); sub(/=/, " ") }  # Keyword=value and Keyword value alike""",
-        "    /^#/ || NF == 0 { next }",
-        """    tolower($1) == "match" { in_match = 1; next }""",
-        "    !in_match && tolower($1) == key { print $2; exit }'",
-        "}",
-        'max_startups=""; max_sessions=""; sshd_source=""',
-        'sshd_bin="$(command -v sshd || true)"',
-        'if [ -z "$sshd_bin" ] && [ -x /usr/sbin/sshd ]; then sshd_bin=/usr/sbin/sshd; fi',
-        'if [ -n "$sshd_bin" ] && effective=$("$sshd_bin" -T -f "$sshd_config" 2>/dev/null); then',
-        """  max_startups=$(awk '$1 == "maxstartups" {print $2; exit}' <<<"$effective")""",
-        """  max_sessions=$(awk '$1 == "maxsessions" {print $2; exit}' <<<"$effective")""",
-        '  sshd_source="sshd -T"',
-        'elif [ -r "$sshd_config" ]; then',
-        "  max_startups=$(sshd_first maxstartups)",
-        "  max_sessions=$(sshd_first maxsessions)",
-        '  sshd_source="$sshd_config"',
-        '  if [ -z "$max_startups" ] || [ -z "$max_sessions" ]; then sshd_source="$sshd_config, OpenSSH defaults"; fi',
-        f'  max_startups="${{max_startups:-{d["maxstartups"]}}}"',
-        f'  max_sessions="${{max_sessions:-{d["maxsessions"]}}}"',
-        "fi",
-        'if [ -z "$sshd_source" ]; then',
-        '  echo "sshd: MaxStartups unknown, MaxSessions unknown (sshd -T failed and $sshd_config is not readable)"',
-        "else",
-        '  echo "sshd: MaxStartups $max_startups, MaxSessions $max_sessions (from $sshd_source)"',
-        '  start="${max_startups%%:*}"',
-        '  if [[ "$start" =~ ^[0-9]+$ ]] && [ "$start" -lt "$ssh_parallel" ]; then',
-        '    warn "sshd MaxStartups $max_startups starts dropping new connections at $start, below the'
-        ' $ssh_parallel SSH operations this stack runs at once (connections get reset); raise it, e.g.'
-        ' MaxStartups $(( ssh_parallel + 2 )):30:100, or lower pulumi --parallel"',
-        "  fi",
-        '  if [[ "$max_sessions" =~ ^[0-9]+$ ]] && [ "$max_sessions" -lt "$ssh_parallel" ]; then',
-        '    warn "sshd MaxSessions $max_sessions is below the $ssh_parallel Docker API calls this stack runs'
-        ' at once on one shared connection (calls beyond it are refused); raise it, e.g.'
-        ' MaxSessions $ssh_parallel, or lower pulumi --parallel"',
-        "  fi",
-        "fi",
-    ]
 
 
 def preflight(spec: PreflightSpec) -> str:
     """Read-only checks of a host; every failure is reported, together, in one message.
 
     The only thing it may leave behind is the GPU test image (pulled if absent), which the GPU
-    engines need anyway.
+    engines need anyway. The sshd limits are checked when `spec.ssh_parallel` is set: `sshd -T`
+    prints the effective values but needs root (it loads the host keys); otherwise the config file
+    is read the way sshd reads it (first value wins, Include files in place, Match blocks skipped,
+    OpenSSH's defaults when unset). Only reads.
     """
-    L = [
-        "#!/usr/bin/env bash",
-        "set -uo pipefail",
-        f"host={q(spec.host)}",
-        f"stack_label={q(spec.stack_label)}",
-        "failures=()",
-        "warnings=()",
-        'fail() { failures+=("$1"); }',
-        'warn() { warnings+=("$1"); }',
-        'version_ge() { [ "$(printf \'%s\\n%s\\n\' "$2" "$1" | sort -V | head -n1)" = "$2" ]; }',
-        'ip2int() { local a b c d; IFS=. read -r a b c d <<<"$1"; echo $(( (a << 24) | (b << 16) | (c << 8) | d )); }',
-        "cidr_range() {",
-        '  local ip="${1%/*}" bits="${1#*/}" n size',
-        '  n=$(ip2int "$ip"); size=$(( 1 << (32 - bits) ))',
-        '  echo "$(( n / size * size )) $(( n / size * size + size - 1 ))"',
-        "}",
-        "overlaps() {",
-        "  local s1 e1 s2 e2",
-        '  read -r s1 e1 <<<"$(cidr_range "$1")"; read -r s2 e2 <<<"$(cidr_range "$2")"',
-        '  [ "$s1" -le "$e2" ] && [ "$s2" -le "$e1" ]',
-        "}",
-        'nearest_existing() { local p="$1"; while [ ! -e "$p" ]; do p="$(dirname -- "$p")"; done; echo "$p"; }',
-        "",
-        "# Docker engine",
-        "docker_ok=0",
-        "if ! command -v docker >/dev/null 2>&1; then",
-        '  fail "the docker CLI is not installed"',
-        "elif ! server=$(docker version --format '{{.Server.Version}}' 2>&1); then",
-        '  fail "the Docker engine does not answer: ${server##*$\'\\n\'}"',
-        "else",
-        "  docker_ok=1",
-        # Config values reach messages through quoted variables, never inside a "…" string.
-        f"  min_docker={q(spec.min_docker)}",
-        '  if ! version_ge "${server%%[+-]*}" "$min_docker"; then',
-        '    fail "Docker engine $server is older than $min_docker, the oldest this program supports"',
-        "  fi",
-        # Containers are created with memory_swap = memory (no swap past the limit). An engine without
-        # swap accounting stores -1 instead, so every `up` would show memorySwap changing.
-        "  if [ \"$(docker info --format '{{.SwapLimit}}' 2>/dev/null)\" = false ]; then",
-        '    warn "the Docker engine has no swap limit support (cgroup swap accounting is off): memory limits hold '
-        'but swap is not limited, and every pulumi up will show memorySwap changes on its containers"',
-        "  fi",
-        "fi",
-    ]
-    if spec.networks:
-        L += [
-            "",
-            "# Networks: no foreign network may already use a subnet or name this stack wants",
-            f"wanted=({' '.join(q(f'{n}={s}') for n, s in spec.networks)})",
-            'if [ "$docker_ok" = 1 ]; then',
-            "  while IFS='|' read -r name label subnets; do",
-            '    [ -n "$name" ] || continue',
-            '    [ "$label" = "$stack_label" ] && continue',
-            '    for want in "${wanted[@]}"; do',
-            '      wname="${want%%=*}"; wsubnet="${want#*=}"',
-            '      if [ "$name" = "$wname" ]; then',
-            '        fail "a Docker network named $name already exists and is not managed by this stack"',
-            "      fi",
-            "      for s in $subnets; do",
-            '        case "$s" in *:*) continue ;; esac',
-            '        if overlaps "$s" "$wsubnet"; then',
-            '          fail "Docker network $name already uses $s, which overlaps $wsubnet wanted for $wname"',
-            "        fi",
-            "      done",
-            "    done",
-            "  done < <(docker network ls -q | xargs -r docker network inspect --format "
-            "'{{.Name}}|{{index .Labels \"org.octollm.managed-by\"}}|{{range .IPAM.Config}}{{.Subnet}} {{end}}')",
-            "fi",
-        ]
-    if spec.anchors or spec.dirs:
-        L += ["", "# Host paths"]
-        for a in spec.anchors:
-            L += [f"a={q(a)}",
-                  'if [ ! -d "$a" ]; then',
-                  '  fail "$a does not exist (is the pool or array that holds it mounted?)"',
-                  "fi"]
-        for path, owner in spec.dirs:
-            L += [
-                f"p={q(path)}",
-                f"owner={q(owner)}",
-                'if [ -e "$p" ]; then',
-                '  if [ ! -d "$p" ]; then',
-                '    fail "$p exists but is not a directory"',
-                '  elif [ "$(stat -c %u:%g -- "$p")" != "$owner" ] && [ "$(id -u)" != 0 ]; then',
-                '    fail "$p is owned by $(stat -c %u:%g -- "$p"), not $owner, and this user cannot change that"',
-                "  fi",
-                "else",
-                '  anc="$(nearest_existing "$p")"',
-                '  if [ ! -w "$anc" ]; then',
-                '    fail "$p does not exist and cannot be created: $anc is not writable by $(id -un)"',
-                "  fi",
-                "fi",
-            ]
-    if spec.disk:
-        L += ["", "# Free disk at each model store"]
-        for path, need_kib in spec.disk:
-            L += [
-                f"p={q(path)}",
-                'anc="$(nearest_existing "$p")"',
-                "free=$(df -Pk -- \"$anc\" | awk 'NR==2 {print $4}')",
-                "have=0",
-                'if [ -d "$p" ]; then have=$(du -sk -- "$p" 2>/dev/null | awk \'{print $1}\'); fi',
-                f'if [ $(( free + have )) -lt {need_kib} ]; then',
-                f'  fail "$p: $(( (free + have) / 1048576 )) GiB free for models that need '
-                f'{(need_kib + 1048575) // 1048576} GiB"',
-                "fi",
-            ]
-    if spec.gpus:
-        gfail = "warn" if spec.gpu_fallback else "fail"
-        L += [
-            "",
-            "# GPUs",
-            f"expected=({' '.join(q(f'{m}={v}') for m, v in spec.gpus)})",
-            "if ! command -v nvidia-smi >/dev/null 2>&1; then",
-            f'  {gfail} "nvidia-smi not found: the config declares ${{#expected[@]}} GPU(s) but no NVIDIA driver is installed"',
-            "else",
-            "  mapfile -t rows < <(nvidia-smi --query-gpu=name,memory.total,driver_version "
-            "--format=csv,noheader,nounits 2>&1)",
-            '  if [ "${#rows[@]}" -ne "${#expected[@]}" ]; then',
-            f'    {gfail} "nvidia-smi reports ${{#rows[@]}} GPU(s), the config declares ${{#expected[@]}}"',
-            "  fi",
-            '  for i in "${!expected[@]}"; do',
-            '    [ "$i" -lt "${#rows[@]}" ] || break',
-            '    want="${expected[$i]}"; wmodel="${want%=*}"; wmib="${want##*=}"',
-            "    IFS=',' read -r name mib driver <<<\"${rows[$i]}\"",
-            '    name="${name# }"; mib="${mib// /}"; driver="${driver// /}"',
-            '    if ! [ "$mib" -eq "$mib" ] 2>/dev/null; then',
-            f'      {gfail} "GPU $i: nvidia-smi failed: ${{rows[$i]}}"',
-            "      continue",
-            "    fi",
-            '    if [ "$mib" -lt $(( wmib * 9 / 10 )) ]; then',
-            f'      {gfail} "GPU $i ($name) has $mib MiB of VRAM; the config declares $wmodel with $wmib MiB"',
-            "    fi",
-        ]
-        if spec.min_driver:
-            L += [
-                f"    min_driver={q(spec.min_driver)}; driver_reason={q(spec.driver_reason)}",
-                '    if ! version_ge "$driver" "$min_driver"; then',
-                f'      {gfail} "GPU $i ($name): driver $driver is older than $min_driver, which $driver_reason"',
-                "    fi",
-            ]
-        L += ["  done"]
-        if spec.gpu_image:
-            L += [
-                '  if [ "$docker_ok" = 1 ]; then',
-                f"    if ! out=$(docker run --rm --gpus all --entrypoint nvidia-smi {q(spec.gpu_image)} -L 2>&1); then",
-                f'      {gfail} "Docker cannot hand the GPU to a container (is nvidia-container-toolkit installed '
-                'and the daemon restarted?): ${out##*$\'\\n\'}"',
-                "    fi",
-                "  fi",
-            ]
-        L += ["fi"]
-    if spec.ports:
-        L += [
-            "",
-            "# Host ports: free, or published by this stack's own containers",
-            f"ports=({' '.join(str(p) for p in spec.ports)})",
-            "held=\"\"",
-            'if [ "$docker_ok" = 1 ]; then',
-            "  held=$(docker ps --format '{{.Names}}|{{.Label \"org.octollm.managed-by\"}}|{{.Ports}}')",
-            "fi",
-            "listening=\"\"",
-            "if command -v ss >/dev/null 2>&1; then listening=$(ss -Hltn 2>/dev/null | awk '{print $4}'); fi",
-            'for port in "${ports[@]}"; do',
-            "  owner=\"\"",
-            "  while IFS='|' read -r cname clabel cports; do",
-            '    case ",$cports" in *":$port->"*) owner="$cname|$clabel" ;; esac',
-            '  done <<<"$held"',
-            '  if [ -n "$owner" ]; then',
-            '    if [ "${owner#*|}" != "$stack_label" ]; then',
-            '      fail "port $port is already published by container ${owner%%|*}, which this stack does not manage"',
-            "    fi",
-            '  elif printf \'%s\\n\' "$listening" | grep -Eq "[:.]$port\\$"; then',
-            '    fail "port $port is already in use by a process on the host"',
-            "  fi",
-            "done",
-        ]
-    if spec.ssh_parallel:
-        L += _sshd_limits(spec.ssh_parallel)
-    L += [
-        "",
-        'for w in "${warnings[@]}"; do echo "warning: $host: $w"; done',
-        'if [ "${#failures[@]}" -gt 0 ]; then',
-        '  {',
-        '    echo "preflight failed on host $host (${#failures[@]} problem(s)):"',
-        '    for f in "${failures[@]}"; do echo "  - $f"; done',
-        "  } >&2",
-        "  exit 1",
-        "fi",
-        'echo "preflight ok on host $host"',
-    ]
-    return "\n".join(L) + "\n"
+    return _render(
+        "preflight",
+        host=spec.host,
+        stack_label=spec.stack_label,
+        min_docker=spec.min_docker,
+        wanted=[f"{n}={s}" for n, s in spec.networks],
+        paths=bool(spec.anchors or spec.dirs),
+        anchors=list(spec.anchors),
+        dirs=list(spec.dirs),
+        disk=[(p, int(kib), (int(kib) + 1048575) // 1048576) for p, kib in spec.disk],
+        expected=[f"{m}={v}" for m, v in spec.gpus],
+        gfail="warn" if spec.gpu_fallback else "fail",
+        min_driver=spec.min_driver or "",
+        driver_reason=spec.driver_reason,
+        gpu_image=spec.gpu_image or "",
+        ports=[int(p) for p in spec.ports],
+        ssh_parallel=int(spec.ssh_parallel),
+    )
 
 
 def postgres_set_password(container: str, user: str, database: str, wait_seconds: int = 120) -> str:
@@ -456,34 +300,10 @@ def postgres_set_password(container: str, user: str, database: str, wait_seconds
     The password arrives on stdin, travels in the environment (docker exec -e NAME passes the value
     through the API, not argv) and psql reads it with \\getenv: no process's command line holds it.
     """
-    return "\n".join([
-        HEADER,
-        "IFS= read -r OCTOLLM_PG_PASSWORD",
-        "export OCTOLLM_PG_PASSWORD",
-        f"container={q(container)}",
-        f"deadline=$(( $(date +%s) + {int(wait_seconds)} ))",
-        f'until docker exec "$container" pg_isready -U {q(user)} -d {q(database)} >/dev/null 2>&1; do',
-        '  if [ "$(date +%s)" -ge "$deadline" ]; then echo "postgres in $container is not ready" >&2; exit 1; fi',
-        "  sleep 2",
-        "done",
-        "printf '%s\\n' '\\getenv pw OCTOLLM_PG_PASSWORD' \"ALTER USER :\\\"user\\\" WITH PASSWORD :'pw';\" |",
-        f'  docker exec -i -e OCTOLLM_PG_PASSWORD "$container" psql -v ON_ERROR_STOP=1 -q -U {q(user)} -d {q(database)} '
-        f'-v user={q(user)} >/dev/null',
-        'echo "password applied"',
-    ]) + "\n"
+    return _render("postgres_set_password", container=container, user=user, database=database,
+                   wait_seconds=int(wait_seconds))
 
 
 def grafana_set_admin_password(container: str, wait_seconds: int = 180) -> str:
     """Apply the configured admin password (GF_SECURITY_ADMIN_PASSWORD only acts on first start)."""
-    return "\n".join([
-        HEADER,
-        "IFS= read -r pw",
-        f"container={q(container)}",
-        f"deadline=$(( $(date +%s) + {int(wait_seconds)} ))",
-        "until printf '%s\\n' \"$pw\" | docker exec -i \"$container\" grafana cli --homepath /usr/share/grafana "
-        "admin reset-admin-password --password-from-stdin >/dev/null 2>&1; do",
-        '  if [ "$(date +%s)" -ge "$deadline" ]; then echo "grafana in $container did not accept the password" >&2; exit 1; fi',
-        "  sleep 3",
-        "done",
-        'echo "password applied"',
-    ]) + "\n"
+    return _render("grafana_set_admin_password", container=container, wait_seconds=int(wait_seconds))
