@@ -92,8 +92,9 @@ def kubernetes_platform(cfg: StackConfig, stack: str, name: str) -> Platform:
         context=kc.context, namespace=kc.namespace)
     # Each inference node's pull Job (or, for engines that fetch their own weights, its GPU pods)
     # downloads its models within one await.
+    extra = {m: info for m in cfg.model_catalog if (info := cfg.model_info(m))}
     pull_minutes = kc.model_pull_timeout_minutes or default_model_pull_timeout_minutes(
-        [list(nc.models) for nc in cfg.all_inference.values()])
+        [list(nc.models) for nc in cfg.all_inference.values()], extra)
     return KubernetesPlatform(name, KubernetesPlatformArgs(
         host_name=name, config=cfg.hosts[name], kube=kc, stack=stack, provider=provider, images=dict(cfg.images),
         model_pull_timeout_minutes=pull_minutes))

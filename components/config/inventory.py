@@ -41,9 +41,9 @@ def preflight_spec(cfg: StackConfig, host_name: str, stack: str):
             dirs.add((store.path, store.owner or host.data_owner))
         for node in cfg.all_inference.values():
             if node.model_store == sname and not node.read_only:
-                sizes = [catalog.MODELS[m].size_gb for m in node.models if m in catalog.MODELS]
-                if node.model_path and node.model_path.rsplit("/", 1)[-1] in catalog.MODELS:
-                    sizes.append(catalog.MODELS[node.model_path.rsplit("/", 1)[-1]].size_gb)
+                sizes = [info.size_gb for m in node.models if (info := node.model_info(m))]
+                if node.model_path and (info := node.model_info(node.model_path.rsplit("/", 1)[-1])):
+                    sizes.append(info.size_gb)
                 disk[store.path] = disk.get(store.path, 0.0) + sum(sizes)
     min_driver, reason, gpu_image = None, "", None
     for name, node in sorted(cfg.all_inference.items()):

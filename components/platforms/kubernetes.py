@@ -108,7 +108,8 @@ PULL_OVERHEAD_MIN = 15  # a GPU node scaled up from zero, its driver installed, 
 PULL_FLOOR_MIN = 30
 
 
-def default_model_pull_timeout_minutes(models_per_workload: Sequence[Sequence[str]]) -> int:
+def default_model_pull_timeout_minutes(models_per_workload: Sequence[Sequence[str]],
+                                       extra: Mapping[str, catalog.ModelInfo] | None = None) -> int:
     """How long a model pull (or a GPU workload that downloads its model) may take, in minutes.
 
     The slowest workload sets it: its models' size on disk (catalog.MODELS; an unknown model counts as
@@ -116,8 +117,9 @@ def default_model_pull_timeout_minutes(models_per_workload: Sequence[Sequence[st
     never below PULL_FLOOR_MIN. The gke stack's 12.6 GB (llama3.1:8b, codellama:13b, nomic-embed-text)
     comes to 40 minutes, four times the provider's default.
     """
-    largest = max(m.size_gb for m in catalog.MODELS.values())
-    worst = max((sum(catalog.MODELS[m].size_gb if m in catalog.MODELS else largest for m in models)
+    known = {**catalog.MODELS, **(extra or {})}  # the stack's modelCatalog sizes what the catalogue lacks
+    largest = max(m.size_gb for m in known.values())
+    worst = max((sum(known[m].size_gb if m in known else largest for m in models)
                  for models in models_per_workload), default=0.0)
     minutes = PULL_OVERHEAD_MIN + worst * 1000 / PULL_RATE_MB_S / 60
     return max(PULL_FLOOR_MIN, int(math.ceil(minutes / 5) * 5))
