@@ -215,19 +215,22 @@ def stack_config(stack: str, root: Path | None = None) -> dict:
 
 
 def run_stack(stack: str, config: dict | None = None, secrets: dict | None = None,
-              home: str | None = None, preview: bool = False) -> Result:
-    """Run __main__.py with `config` (default: the stack file) plus `secrets` as secret config."""
-    cfg = copy.deepcopy(stack_config(stack) if config is None else config)
+              home: str | None = None, preview: bool = False, program: Path | None = None,
+              project: str = PROJECT) -> Result:
+    """Run __main__.py with `config` (default: the stack file) plus `secrets` as secret config.
+
+    program/project: another Pulumi program (an example) and the project its config keys belong to."""
+    cfg = copy.deepcopy(stack_config(stack) if config is None and program is None else (config or {}))
     secrets = secrets or {}
     wire = {}
     for k, v in {**cfg, **secrets}.items():
-        wire[f"{PROJECT}:{k}"] = v if isinstance(v, str) else json.dumps(v)
+        wire[f"{project}:{k}"] = v if isinstance(v, str) else json.dumps(v)
     mocks = Mocks()
     monitor = RecordingMonitor(mocks)
     settings.set_root_resource(None)  # type: ignore[arg-type]
-    pmocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
+    pmocks.set_mocks(mocks, project=project, stack=stack, preview=preview, monitor=monitor)
     settings.set_root_resource(None)  # type: ignore[arg-type]
-    secret_keys = [f"{PROJECT}:{k}" for k in secrets]
+    secret_keys = [f"{project}:{k}" for k in secrets]
     pulumi.runtime.set_all_config(wire, secret_keys)
     logs: list[tuple[str, str]] = []
     error = None
@@ -248,7 +251,7 @@ def run_stack(stack: str, config: dict | None = None, secrets: dict | None = Non
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             _sync_await(run_pulumi_func(lambda: run_in_stack(
-                lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__"))))
+                lambda: runpy.run_path(str(program or ROOT / "__main__.py"), run_name="__main__"))))
     except BaseException as exc:  # noqa: BLE001 - the test inspects it
         error = exc
     finally:
