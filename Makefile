@@ -13,7 +13,7 @@ PULUMI := $(shell command -v pulumi 2>/dev/null || echo $(HOME)/.pulumi/bin/pulu
 # each one is a session on the host's shared connection or a new connection, and a stock sshd refuses
 # sessions beyond MaxSessions 10 and drops connections from MaxStartups 10 on. benchmarks/ssh_transport.py
 # (default-config sshd): 8 at once lose no call, 16 already lose some. Same as PARALLEL in
-# components/docker_host.py and the workflows' --parallel.
+# components/platforms/docker_host.py and the workflows' --parallel.
 PARALLEL ?= 8
 
 .PHONY: setup dev test bench engine-lane preview up drift plan plan-diff destroy-dev pulumi-cli policy-venv
@@ -89,12 +89,12 @@ drift: setup pulumi-cli
 
 ## The offline plan of STACK (no hosts, no backend).
 plan: setup
-	$(PY) -m components.plan -s $(STACK)
+	$(PY) -m tooling.plan -s $(STACK)
 
 ## Markdown summary of what changes for STACK between BASE (default origin/main) and the working tree.
 BASE ?= origin/main
 plan-diff: setup
-	$(PY) -m components.plan -s $(STACK) --diff $(BASE)
+	$(PY) -m tooling.plan -s $(STACK) --diff $(BASE)
 
 ## Remove the dev stack's containers and networks; its data (models, database files) stays on disk.
 # The steps that create data are protected (a plain destroy stops at them) and retained on delete:

@@ -45,8 +45,8 @@ for _p in (ROOT, ROOT / "tests"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-from components.config import HostConfig, load_stack_config  # noqa: E402
-from components.docker_host import DIAL_ERROR_LIMIT, PARALLEL, docker_ssh_opts  # noqa: E402
+from components.config.schema import HostConfig, load_stack_config  # noqa: E402
+from components.platforms.docker_host import DIAL_ERROR_LIMIT, PARALLEL, docker_ssh_opts  # noqa: E402
 from loopback import Sshd, free_port, start_sshd  # noqa: E402,F401  (re-exported for the tests)
 
 PING = b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n"

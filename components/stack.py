@@ -1,25 +1,32 @@
-"""The stack layer: read config once, build providers, compose components, export outputs."""
+"""The stack layer: build the platforms the config names, then compose every component once.
+
+`deploy()` is the one composition path for every platform: Docker hosts (local socket or SSH) and a
+Kubernetes namespace alike get the same stores, inference nodes, data services, OctoLLM, apps,
+monitoring and outputs. Components see only the `Platform` protocol; what differs between platforms
+lives in their adapters (components/platforms), which only this module builds.
+"""
 
 from __future__ import annotations
-
-import json
-import os
-from pathlib import Path
 
 import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
-from pulumi.runtime import config as runtime_config
 
-from . import rules
-from .config import ConfigError, Problem, StackConfig, load_stack_config
-from .data_services import DataServices, DataServicesArgs
-from .docker_host import DockerHost, DockerHostArgs, docker_host_url, docker_ssh_opts
-from .gpu_inference_node import GpuInferenceNode, GpuInferenceNodeArgs
-from .monitoring_stack import MonitoringStack, MonitoringStackArgs, ScrapeJob
-from .preflight import preflight_spec
-from .octo_arm_service import OctoArmService, OctoArmServiceArgs
-from .shared_model_store import SharedModelStore, SharedModelStoreArgs
+from components.config import rules
+from components.config.inventory import preflight_spec
+from components.config.loading import load  # noqa: F401 - __main__ calls stack.load()
+from components.config.schema import StackConfig
+from components.platforms.base import Platform
+from components.platforms.docker_host import DockerHost, DockerHostArgs, docker_host_url, docker_ssh_opts
+from components.platforms.workload import EVERY_POD, Flow
+from components.services.apps import (PROBED_NOT_HEALTHCHECKED, HomelabAi, HomelabAiArgs, OpenWebUi, OpenWebUiArgs,
+                                      Portainer, PortainerArgs, WorkerInfra, WorkerInfraArgs)
+from components.services.data_services import DataServices, DataServicesArgs
+from components.services.gpu_inference_node import GpuInferenceNode, GpuInferenceNodeArgs
+from components.services.load_balancer import LoadBalancer, LoadBalancerArgs
+from components.services.monitoring_stack import MonitoringStack, MonitoringStackArgs, ScrapeJob
+from components.services.octo_arm_service import OctoArmService, OctoArmServiceArgs
+from components.services.shared_model_store import SharedModelStore, SharedModelStoreArgs
 
 PROJECT = "octollm-infra"
 
@@ -33,74 +40,6 @@ UNRAID_ICONS = {
 UNRAID_WEBUI = {"grafana": "/", "prometheus": "/graph", "qdrant": "/dashboard", "orchestrator": "/docs"}
 
 
-def read_raw_config(project: str = PROJECT) -> tuple[dict, set[str]]:
-    """Every `<project>:<key>` config value, objects decoded from JSON, and which keys are secret."""
-    merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
-    secret = set(runtime_config.get_config_secret_keys_env()) | set(runtime_config._SECRET_KEYS.get())
-    raw, secret_keys = {}, set()
-    for full, value in merged.items():
-        ns, _, key = full.partition(":")
-        if ns != project or not key:
-            continue
-        if isinstance(value, str) and value[:1] in "{[":
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError:
-                pass
-        raw[key] = value
-        if full in secret:
-            secret_keys.add(key)
-    return raw, secret_keys
-
-
-def load() -> tuple[StackConfig, dict[str, str]]:
-    """Validate the stack's config and read the SSH keys it names, or stop with every problem listed."""
-    raw, secret_keys = read_raw_config()
-    try:
-        cfg, warnings = load_stack_config(raw, secret_keys)
-        # The offline plan runs without the operator's SSH keys; nothing is contacted there.
-        keys = {} if os.environ.get("OCTOLLM_OFFLINE_PLAN") == "1" else read_private_keys(cfg)
-    except ConfigError as exc:
-        raise pulumi.RunError(exc.render()) from None
-    for w in warnings:
-        pulumi.log.warn(w)
-    for name, host in sorted(cfg.hosts.items()):
-        if host.ssh and host.ssh.insecure_skip_host_key_check:
-            pulumi.log.warn(f"hosts.{name}.ssh.insecureSkipHostKeyCheck is true: the identity of {host.address} "
-                            "is not verified, so a machine that answers in its place gets the deployment")
-    return cfg, keys
-
-
-def read_private_keys(cfg: StackConfig) -> dict[str, str]:
-    keys, problems = {}, []
-    for name, host in sorted(cfg.hosts.items()):
-        if host.kind != "ssh" or host.ssh is None or host.ssh.identity_file is None:
-            continue
-        path = Path(os.path.expanduser(host.ssh.identity_file))
-        key_path = f"hosts.{name}.ssh.identityFile"
-        try:
-            mode = path.stat().st_mode
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            problems.append(Problem(path=key_path, message=f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"))
-            continue
-        # Its content becomes the private key of every command on the host: only a private key file
-        # will do, and ssh itself refuses one that others can read.
-        first = text.lstrip().splitlines()[0] if text.strip() else ""
-        if not (first.startswith("-----BEGIN ") and first.endswith("PRIVATE KEY-----")):
-            problems.append(Problem(path=key_path, message=(
-                f"{path} is not a private key file (it should begin with '-----BEGIN OPENSSH PRIVATE KEY-----'); "
-                "give the key whose public half is in the host's authorized_keys")))
-        elif mode & 0o077:
-            problems.append(Problem(path=key_path, message=(
-                f"{path} is readable by other users (mode {mode & 0o777:o}); ssh refuses such a key: chmod 600 {path}")))
-        else:
-            keys[name] = text
-    if problems:
-        raise ConfigError(problems)
-    return keys
-
-
 def unraid_labels(cfg: StackConfig, host: str, service: str, port: int | None) -> dict[str, str]:
     if not cfg.hosts[host].unraid:
         return {}
@@ -112,9 +51,13 @@ def unraid_labels(cfg: StackConfig, host: str, service: str, port: int | None) -
     return out
 
 
-def build_hosts(cfg: StackConfig, stack: str, keys: dict[str, str]) -> dict[str, DockerHost]:
-    hosts = {}
+def build_platforms(cfg: StackConfig, stack: str, keys: dict[str, str]) -> dict[str, Platform]:
+    """One platform per configured host: a Docker host, or the Kubernetes namespace."""
+    platforms: dict[str, Platform] = {}
     for name, hc in sorted(cfg.hosts.items()):
+        if hc.kind == "kubernetes":
+            platforms[name] = kubernetes_platform(cfg, stack, name)
+            continue
         auth = None
         ha = cfg.homelab_ai
         if ha is not None and ha.host == name and cfg.registry_password is not None:
@@ -127,24 +70,43 @@ def build_hosts(cfg: StackConfig, stack: str, keys: dict[str, str]) -> dict[str,
             ssh_opts=docker_ssh_opts(name, hc) if hc.kind == "ssh" else None, registry_auth=auth)
         cprov = command.Provider(f"{name}-command")
         key = pulumi.Output.secret(keys[name]) if name in keys else None
-        hosts[name] = DockerHost(name, DockerHostArgs(
+        platforms[name] = DockerHost(name, DockerHostArgs(
             host_name=name, config=hc, stack=stack, docker_provider=dprov, command_provider=cprov,
             private_key=key, images=dict(cfg.images), preflight=preflight_spec(cfg, name, stack)))
-    return hosts
+    return platforms
+
+
+def kubernetes_platform(cfg: StackConfig, stack: str, name: str) -> Platform:
+    import pulumi_kubernetes as k8s
+
+    from components.platforms.kubernetes import (KubernetesPlatform, KubernetesPlatformArgs,
+                                                 default_model_pull_timeout_minutes)
+
+    kc = cfg.kubernetes
+    provider = k8s.Provider(
+        f"{name}-kubernetes",
+        # No kubeconfig in config: the ambient context (KUBECONFIG / ~/.kube/config), as kubectl.
+        # upsertExistingObjects stays unset (false): a create never silently takes over an object that
+        # already exists (see KubernetesPlatform, and kubernetes.adoptNamespace for the namespace).
+        kubeconfig=pulumi.Output.secret(cfg.kubeconfig.get_secret_value()) if cfg.kubeconfig else None,
+        context=kc.context, namespace=kc.namespace)
+    # Each inference node's pull Job (or, for engines that fetch their own weights, its GPU pods)
+    # downloads its models within one await.
+    extra = {m: info for m in cfg.model_catalog if (info := cfg.model_info(m))}
+    pull_minutes = kc.model_pull_timeout_minutes or default_model_pull_timeout_minutes(
+        [list(nc.models) for nc in cfg.all_inference.values()], extra)
+    return KubernetesPlatform(name, KubernetesPlatformArgs(
+        host_name=name, config=cfg.hosts[name], kube=kc, stack=stack, provider=provider, images=dict(cfg.images),
+        model_pull_timeout_minutes=pull_minutes))
 
 
 def deploy(cfg: StackConfig, private_keys: dict[str, str]) -> None:
     stack = pulumi.get_stack()
-    if cfg.platform == "kubernetes":
-        deploy_kubernetes(cfg, stack)
-        return
-    hosts = build_hosts(cfg, stack, private_keys)
+    platforms = build_platforms(cfg, stack, private_keys)
     secret = configured_secrets(cfg)
 
-    stores = {}
-    for name, sc in sorted(cfg.model_stores.items()):
-        stores[name] = SharedModelStore(name, SharedModelStoreArgs(
-            config=sc, server=hosts[sc.host]))
+    stores = {name: SharedModelStore(name, SharedModelStoreArgs(config=sc, server=platforms[sc.host]))
+              for name, sc in sorted(cfg.model_stores.items())}
 
     nodes: dict[str, GpuInferenceNode] = {}
     # Writers first: read-only nodes on a shared store wait for the writer's model pull.
@@ -155,16 +117,16 @@ def deploy(cfg: StackConfig, private_keys: dict[str, str]) -> None:
             wait = [n.pull for n in nodes.values() if n.cfg.model_store == nc.model_store and n.pull]
         key = rules.engine_image_key(nc, gpu=nc.gpu is not None and cfg.hosts[nc.host].has_gpu)
         nodes[name] = GpuInferenceNode(name, GpuInferenceNodeArgs(
-            config=nc, platform=hosts[nc.host], image=nc.image or cfg.image(key), store=store,
+            config=nc, platform=platforms[nc.host], image=nc.image or cfg.image(key), store=store,
             temp_store=stores.get(nc.temp_store) if nc.temp_store else None,
             labels=unraid_labels(cfg, nc.host, "ollama", None) if nc.engine == "ollama" else {},
             wait_for=wait))
 
+    ds = cfg.data_services
     data = None
-    if cfg.data_services:
-        ds = cfg.data_services
+    if ds is not None and ds.external is None:
         data = DataServices("data", DataServicesArgs(
-            config=ds, platform=hosts[ds.host], postgres_password=secret["postgres"],
+            config=ds, platform=platforms[ds.host], postgres_password=secret["postgres"],
             redis_password=secret["redis"], qdrant_api_key=secret["qdrant"], rotate=dict(cfg.rotate),
             labels={"qdrant": unraid_labels(cfg, ds.host, "qdrant", ds.qdrant.http_port if ds.qdrant else None)}))
 
@@ -172,30 +134,41 @@ def deploy(cfg: StackConfig, private_keys: dict[str, str]) -> None:
     if cfg.octollm:
         oc = cfg.octollm
         octo = OctoArmService("octollm", OctoArmServiceArgs(
-            config=oc, platform=hosts[oc.host], llm_url=nodes[oc.llm_endpoint].internal_url,
+            config=oc, platform=platforms[oc.host], llm_url=nodes[oc.llm_endpoint].internal_url,
             **data_connections(cfg, data),
             openai_api_key=secret["openai"], anthropic_api_key=secret["anthropic"],
             labels={"orchestrator": unraid_labels(cfg, oc.host, "orchestrator", oc.orchestrator.port)}))
 
-    apps = deploy_apps(cfg, hosts, nodes, stores, secret)
+    apps = deploy_apps(cfg, platforms, nodes, stores, secret)
 
     monitoring = None
+    jobs: list[ScrapeJob] = []
     if cfg.monitoring:
         mc = cfg.monitoring
-        central = hosts[mc.host]
         probe_model = mc.probe_model or _default_probe_model(cfg)
         monitoring = MonitoringStack("monitoring", MonitoringStackArgs(
-            config=mc, central=central, hosts={h: hosts[h] for h in rules.monitored_hosts(cfg)},
-            jobs=scrape_jobs(cfg, nodes, octo, probe_model) + app_jobs(cfg, apps), grafana_admin_password=secret["grafana"],
-            probe_model=probe_model,
+            config=mc, central=platforms[mc.host], hosts={h: platforms[h] for h in rules.monitored_hosts(cfg)},
+            jobs=scrape_jobs(cfg, nodes, octo, probe_model) + app_jobs(cfg, apps),
+            grafana_admin_password=secret["grafana"], probe_model=probe_model,
             redis_password=data.redis_password if data else None,
             postgres_dsn=postgres_dsn(cfg, data, "?sslmode=disable"),
-            data_host=hosts[cfg.data_services.host] if data else None,
-            data_network=cfg.data_services.network if data else None, rotate=cfg.rotate.get("grafana"),
+            data_host=platforms[ds.host] if data else None,
+            data_network=ds.network if data else None, rotate=cfg.rotate.get("grafana"),
             labels={s: unraid_labels(cfg, mc.host, s, p) for s, p in
                     (("grafana", mc.grafana_port), ("prometheus", mc.prometheus_port))}))
-        pulumi.export("grafanaUrl", monitoring.grafana_url)
-        pulumi.export("grafanaAdminPassword", monitoring.grafana_admin_password)
+        jobs = monitoring.jobs
+
+    # What may talk to what, from what is deployed; a platform that enforces it per connection does.
+    flows = service_flows(cfg, nodes, octo, jobs, secret)
+    routes = {"orchestrator": ("orchestrator", cfg.octollm.orchestrator.port)} if octo else {}
+    if monitoring:
+        routes["grafana"] = ("grafana", 3000)
+    public: dict[str, str] = {}
+    for name, platform in sorted(platforms.items()):
+        published = platform.connect("network", flows, routes)
+        if published is not None:
+            public.update(published)
+            pulumi.export("ingressHosts", published)
 
     urls = service_urls(nodes, data, octo)
     if data:
@@ -203,6 +176,8 @@ def deploy(cfg: StackConfig, private_keys: dict[str, str]) -> None:
         pulumi.export("redisPassword", data.redis_password)
         pulumi.export("qdrantApiKey", data.qdrant_api_key)
     if monitoring:
+        pulumi.export("grafanaUrl", public.get("grafana", monitoring.grafana_url))
+        pulumi.export("grafanaAdminPassword", monitoring.grafana_admin_password)
         urls.update({"grafana": monitoring.grafana_url, "prometheus": monitoring.prometheus_url})
     for key, app in apps.items():
         if hasattr(app, "urls"):
@@ -215,9 +190,13 @@ def deploy(cfg: StackConfig, private_keys: dict[str, str]) -> None:
 
 
 def _default_probe_model(cfg: StackConfig) -> str | None:
-    """The first chat model listed on a writing Ollama node: adding models later does not move it."""
-    for name, n in sorted(cfg.all_inference.items()):
-        if n.engine == "ollama" and not n.read_only:
+    """The first chat model listed on an Ollama node, writers first: adding models later does not move it.
+
+    A read-only node serves the models its store holds, so it is probed too (a stack whose only Ollama
+    node reads a shared store still gets its latency measured)."""
+    nodes = sorted(cfg.all_inference.items(), key=lambda kv: (kv[1].read_only, kv[0]))
+    for name, n in nodes:
+        if n.engine == "ollama":
             for m in n.models:
                 if "embed" not in m:
                     return m
@@ -314,12 +293,8 @@ def ollama_endpoints(nodes: dict[str, GpuInferenceNode]) -> list[str]:
             for _, url in sorted(n.endpoints.items())]
 
 
-def deploy_apps(cfg: StackConfig, hosts: dict[str, DockerHost], nodes: dict[str, GpuInferenceNode],
+def deploy_apps(cfg: StackConfig, hosts: dict[str, Platform], nodes: dict[str, GpuInferenceNode],
                 stores: dict[str, SharedModelStore], secrets: dict) -> dict:
-    from .apps import (HomelabAi, HomelabAiArgs, OpenWebUi, OpenWebUiArgs, Portainer, PortainerArgs,
-                       WorkerInfra, WorkerInfraArgs)
-    from .load_balancer import LoadBalancer, LoadBalancerArgs
-
     apps: dict = {}
     if cfg.workers:
         apps["workers"] = WorkerInfra("workers", WorkerInfraArgs(
@@ -353,8 +328,6 @@ def deploy_apps(cfg: StackConfig, hosts: dict[str, DockerHost], nodes: dict[str,
 
 
 def app_jobs(cfg: StackConfig, apps: dict) -> list[ScrapeJob]:
-    from .apps import PROBED_NOT_HEALTHCHECKED
-
     jobs = []
     if cfg.load_balancer:
         lb = cfg.load_balancer
@@ -370,93 +343,14 @@ def app_jobs(cfg: StackConfig, apps: dict) -> list[ScrapeJob]:
     return jobs
 
 
-def deploy_kubernetes(cfg: StackConfig, stack: str) -> None:
-    import pulumi_kubernetes as k8s
-
-    from .kubernetes_network import ClusterNetwork, ClusterNetworkArgs
-    from .kubernetes_platform import (KubernetesPlatform, KubernetesPlatformArgs,
-                                      default_model_pull_timeout_minutes, postgres_password_on_start)
-
-    (host_name, hc), = cfg.hosts.items()
-    kc = cfg.kubernetes
-    provider = k8s.Provider(
-        f"{host_name}-kubernetes",
-        # No kubeconfig in config: the ambient context (KUBECONFIG / ~/.kube/config), as kubectl.
-        # upsertExistingObjects stays unset (false): a create never silently takes over an object that
-        # already exists (see KubernetesPlatform, and kubernetes.adoptNamespace for the namespace).
-        kubeconfig=pulumi.Output.secret(cfg.kubeconfig.get_secret_value()) if cfg.kubeconfig else None,
-        context=kc.context, namespace=kc.namespace)
-    # Each inference node's pull Job (or, for engines that fetch their own weights, its GPU pods)
-    # downloads its models within one await.
-    pull_minutes = kc.model_pull_timeout_minutes or default_model_pull_timeout_minutes(
-        [list(nc.models) for nc in cfg.all_inference.values()])
-    ds = cfg.data_services
-    hooks = {}
-    if ds is not None and ds.external is None and ds.postgres is not None:
-        # POSTGRES_PASSWORD only initialises a new database: each new postgres container (and a
-        # changed password restarts it) applies the current one to the existing data.
-        hooks["postgres"] = ("sh", "-c", postgres_password_on_start())
-    platform = KubernetesPlatform(host_name, KubernetesPlatformArgs(
-        host_name=host_name, config=hc, kube=kc, stack=stack, provider=provider, images=dict(cfg.images),
-        model_pull_timeout_minutes=pull_minutes, start_hooks=hooks))
-    stores = {name: SharedModelStore(name, SharedModelStoreArgs(config=sc, server=platform))
-              for name, sc in sorted(cfg.model_stores.items())}
-    nodes = {}
-    for name, nc in sorted(cfg.all_inference.items()):
-        key = rules.engine_image_key(nc, gpu=nc.gpu is not None and hc.has_gpu)
-        nodes[name] = GpuInferenceNode(name, GpuInferenceNodeArgs(
-            config=nc, platform=platform, image=nc.image or cfg.image(key),
-            store=stores.get(nc.model_store) if nc.model_store else None))
-    secret = configured_secrets(cfg)
-    data = None
-    if ds is not None and ds.external is None:
-        data = DataServices("data", DataServicesArgs(
-            config=ds, platform=platform, postgres_password=secret["postgres"],
-            redis_password=secret["redis"], qdrant_api_key=secret["qdrant"], rotate=dict(cfg.rotate)))
-    octo = None
-    if cfg.octollm:
-        oc = cfg.octollm
-        octo = OctoArmService("octollm", OctoArmServiceArgs(
-            config=oc, platform=platform, llm_url=nodes[oc.llm_endpoint].internal_url,
-            **data_connections(cfg, data), autoscale=True,
-            openai_api_key=secret["openai"], anthropic_api_key=secret["anthropic"]))
-    monitoring = None
-    jobs: list[ScrapeJob] = []
-    if cfg.monitoring:
-        mc = cfg.monitoring
-        probe_model = mc.probe_model or _default_probe_model(cfg)
-        monitoring = MonitoringStack("monitoring", MonitoringStackArgs(
-            config=mc, central=platform, hosts={}, jobs=scrape_jobs(cfg, nodes, octo, probe_model), grafana_admin_password=secret["grafana"],
-            probe_model=probe_model, redis_password=data.redis_password if data else None,
-            postgres_dsn=postgres_dsn(cfg, data, "?sslmode=disable"),
-            data_host=platform if data else None, managed_dcgm=kc.managed_dcgm, rotate=cfg.rotate.get("grafana")))
-        jobs = monitoring.jobs
-    routes = {"orchestrator": ("orchestrator", cfg.octollm.orchestrator.port)} if octo else {}
-    if monitoring:
-        routes["grafana"] = ("grafana", 3000)
-    routes = {k: v for k, v in routes.items() if k in kc.ingress.hosts}
-    network = ClusterNetwork("network", ClusterNetworkArgs(
-        platform=platform, flows=kubernetes_flows(cfg, nodes, octo, jobs, secret), ingress=kc.ingress,
-        routes=routes))
-    pulumi.export("ingressHosts", network.hosts)
-    if monitoring:
-        pulumi.export("grafanaUrl", network.hosts.get("grafana", monitoring.grafana_url))
-        pulumi.export("grafanaAdminPassword", monitoring.grafana_admin_password)
-    pulumi.export("urls", dict(sorted(service_urls(nodes, data, octo).items())))
-    pulumi.export("models", {name: n.models for name, n in sorted(nodes.items())})
-    pulumi.export("capacity", rules.capacity(cfg))
-
-
 def _target_service(target: str) -> tuple[str, int]:
     hostport = target.split("://", 1)[-1].split("/", 1)[0]
     host, _, port = hostport.partition(":")
     return host, int(port)
 
 
-def kubernetes_flows(cfg: StackConfig, nodes: dict, octo, jobs: list[ScrapeJob], secret: dict) -> list:
+def service_flows(cfg: StackConfig, nodes: dict, octo, jobs: list[ScrapeJob], secret: dict) -> list[Flow]:
     """Every connection the services make, as (source, destination, ports). Anything else is denied."""
-    from .kubernetes_network import EVERY_POD, Flow
-
     flows: list[Flow] = []
     for name, node in sorted(nodes.items()):
         # Everything may call the LLM endpoint.
@@ -494,17 +388,4 @@ def kubernetes_flows(cfg: StackConfig, nodes: dict, octo, jobs: list[ScrapeJob],
                   Flow("alloy", "loki", (3100,)), Flow("alloy", "world", (443,))]  # the Kubernetes API
         if not external and ds is not None:
             flows += [Flow("postgres-exporter", "postgres", (5432,)), Flow("redis-exporter", "redis", (6379,))]
-    ing = cfg.kubernetes.ingress
-    if octo is not None:
-        flows.append(Flow(f"ns:{ing.controller_namespace}", "orchestrator", (cfg.octollm.orchestrator.port,)))
-    if cfg.monitoring:
-        flows.append(Flow(f"ns:{ing.controller_namespace}", "grafana", (3000,)))
-    # merge flows between the same pair
-    merged: dict[tuple[str, str], set[int]] = {}
-    for f in flows:
-        merged.setdefault((f.src, f.dst), set()).update(f.ports)
-    # A flow already open to every pod needs no per-source rule.
-    for (s, d), p in merged.items():
-        if s != EVERY_POD and (EVERY_POD, d) in merged:
-            p -= merged[(EVERY_POD, d)]
-    return [Flow(s, d, tuple(sorted(p))) for (s, d), p in sorted(merged.items()) if p]
+    return flows

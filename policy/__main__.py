@@ -5,7 +5,7 @@ from collections.abc import Mapping, Sequence
 from pulumi_policy import EnforcementLevel, PolicyPack, ResourceValidationPolicy, Secret
 from pulumi_policy.proxy import UnknownValueError
 
-from checks import CHECKS, SECRET_NAME, SECRET_SIG, SECRET_VALUE, UNKNOWN, Opts, run_check
+from checks import CHECKS, SECRET_NAME, SECRET_SIG, SECRET_VALUE, UNKNOWN, Opts, run_check, secret_env_report
 
 LEVELS = {"mandatory": EnforcementLevel.MANDATORY, "advisory": EnforcementLevel.ADVISORY,
           "remediate": EnforcementLevel.REMEDIATE}
@@ -40,6 +40,13 @@ def _validator(check):
     return validate
 
 
+def _secret_env_reporter(check):
+    def validate(args, report_violation):
+        for message in secret_env_report(args.resource_type, _wire(args.props), None, args.get_config()):
+            report_violation(f"[{check.id}] {message}")
+    return validate
+
+
 def _remediate_secret_env(args):
     raw = args.props["__target"] if "__target" in args.props else dict(args.props)
     envs = raw.get("envs")
@@ -58,10 +65,10 @@ for c in CHECKS:
         policies.append(ResourceValidationPolicy(name=f"{c.id.lower()}-{c.name}", description=c.description,
                                                  enforcement_level=LEVELS[c.enforcement],
                                                  remediate=_remediate_secret_env))
-        # The same check also reports, so a preview shows what it would remediate.
+        # The same check also reports what a validation can see (no secret markers reach it).
         policies.append(ResourceValidationPolicy(name=f"{c.id.lower()}-{c.name}-report", description=c.description,
                                                  enforcement_level=EnforcementLevel.ADVISORY,
-                                                 validate=_validator(c)))
+                                                 validate=_secret_env_reporter(c)))
     else:
         policies.append(ResourceValidationPolicy(name=f"{c.id.lower()}-{c.name}", description=c.description,
                                                  enforcement_level=LEVELS[c.enforcement], validate=_validator(c)))

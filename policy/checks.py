@@ -172,6 +172,20 @@ def secret_env(t, props, opts, cfg):
     return out
 
 
+def secret_env_report(t, props, opts, cfg):
+    """The part of secret_env a validation can decide: pulumi-policy hands `validate` the properties with
+    secret markers removed (only a remediation sees them), so whether a value is secret is unknowable
+    there, and asking would flag every Secret and every secret env value. What stays is structure: a
+    password-named env var written into a pod spec instead of referenced from a Secret."""
+    out = []
+    if t in WORKLOADS:
+        for c in _containers(props):
+            for e in c.get("env") or []:
+                if SECRET_NAME.search(e.get("name", "")) and "value" in e:
+                    out.append(f"env {e['name']} of {c.get('name')} is written into the pod spec: use secretKeyRef")
+    return out
+
+
 def llm_ports_all_interfaces(t, props, opts, cfg):
     if t != CONTAINER:
         return []

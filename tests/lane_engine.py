@@ -35,7 +35,7 @@ from typing import Callable
 
 import pytest
 
-from components.catalog import IMAGES
+from components.config.catalog import IMAGES
 from engine_lane import lane as L
 from engine_lane import standin
 from loopback import start_sshd

@@ -6,7 +6,7 @@ that state. `planned(type, inputs)` is the first, `stored(type, inputs)` the sec
 differ for any field, a second `up` would show a change (and for a ForceNew field, a replacement).
 
 The rules cite kreuzwerker/terraform-provider-docker v4.5.0 (bridged by pulumi-docker 5.x),
-internal/provider/. They are implemented here independently of components/provider_forms.py, so
+internal/provider/. They are implemented here independently of components/platforms/forms.py, so
 reverting a canonical form in the program makes the comparison fail.
 """
 

@@ -53,10 +53,10 @@ def test_adding_an_arm_adds_its_resources_and_changes_only_the_scrape_config(run
         c["octollm"]["arms"]["critic"] = {"port": 6007, "limits": {"cpus": 1, "memoryGb": 1}}
     b = variant(run, "unraid", add)
     added, removed, changed = diff(unraid, b)
-    assert added == {"unraid-arm-critic", "unraid-image-ghcr-io-octollm-arm-critic-0-1-0"}
+    assert added == {"octollm-arm-critic", "unraid-image-ghcr-io-octollm-arm-critic-0-1-0"}
     assert removed == set()
-    assert changed == {"unraid-prometheus-file-prometheus-yml", "unraid-preflight"}
-    assert "arm-critic:6007" in b.by_name("unraid-prometheus-file-prometheus-yml").inputs["stdin"]
+    assert changed == {"monitoring-prometheus-file-prometheus-yml", "unraid-preflight"}
+    assert "arm-critic:6007" in b.by_name("monitoring-prometheus-file-prometheus-yml").inputs["stdin"]
 
 
 def test_changing_one_image_changes_only_that_container(run, unraid):
@@ -64,7 +64,7 @@ def test_changing_one_image_changes_only_that_container(run, unraid):
     added, removed, changed = diff(unraid, b)
     assert added == {"unraid-image-grafana-grafana-11-4-0"}
     assert removed == {"unraid-image-grafana-grafana-11-3-1"}
-    assert changed == {"unraid-grafana"}
+    assert changed == {"monitoring-grafana"}
 
 
 def test_adding_a_host_adds_its_resources_and_the_lists_of_hosts(run, homelab):
@@ -80,30 +80,30 @@ def test_adding_a_host_adds_its_resources_and_the_lists_of_hosts(run, homelab):
     b = variant(run, "homelab", add)
     added, removed, changed = diff(homelab, b)
     assert removed == set()
-    assert all(n == "server85" or n.startswith(("server85-", "ollama-85")) for n in added), added
-    assert {"server85-docker", "server85-preflight", "server85-ollama-85", "server85-node-exporter",
+    assert all(n == "server85" or n.startswith(("server85-", "ollama-85", "monitoring-server85-")) for n in added), added
+    assert {"server85-docker", "server85-preflight", "ollama-85-ollama-85", "monitoring-server85-node-exporter",
             "ollama-85"} <= added
-    assert changed == {"server80-prometheus-file-prometheus-yml", "server80-traefik-file-dynamic-ollama-yml"}
+    assert changed == {"monitoring-prometheus-file-prometheus-yml", "load-balancer-traefik-file-dynamic-ollama-yml"}
 
 
 def test_rotating_a_generated_password_changes_only_its_users(run, unraid):
     b = variant(run, "unraid", lambda c: c.update({"rotate": {"postgres": "2026-11"}}))
     added, removed, changed = diff(unraid, b)
     assert (added, removed) == (set(), set())
-    assert changed == {"data-postgres-password", "data-postgres-password-sync", "unraid-postgres",
-                       "unraid-orchestrator", "unraid-postgres-exporter"}
+    assert changed == {"data-postgres-password", "data-postgres-password-sync", "data-postgres",
+                       "octollm-orchestrator", "monitoring-postgres-exporter"}
 
 
 def test_rotating_the_grafana_password_reaches_grafana_only(run, unraid):
     b = variant(run, "unraid", lambda c: c.update({"rotate": {"grafana": "1"}}))
     _, _, changed = diff(unraid, b)
-    assert changed == {"monitoring-grafana-admin-password", "monitoring-grafana-password-sync", "unraid-grafana"}
+    assert changed == {"monitoring-grafana-admin-password", "monitoring-grafana-password-sync", "monitoring-grafana"}
 
 
 def test_rotating_the_worker_redis_password_reaches_the_worker_redis_only(run, homelab):
     b = variant(run, "homelab", lambda c: c.update({"rotate": {"workerRedis": "2"}}))
     _, _, changed = diff(homelab, b)
-    assert changed == {"workers-redis-password", "zfs-ai-worker-redis"}
+    assert changed == {"workers-redis-password", "workers-redis"}
 
 
 # ------------------------------------------------------------------ networks and volumes that can change
@@ -121,7 +121,7 @@ def test_changing_a_subnet_replaces_the_network_with_its_containers_in_an_order_
     steps = plan(unraid, b)
     on_net = {r.name for r in b.of_type("docker:index/container:Container")
               if any(n["name"] == "octollm-net" for n in r.inputs.get("networksAdvanced", []))}
-    assert len(on_net) == 22 and {"unraid-postgres", "unraid-ollama", "unraid-grafana"} <= on_net
+    assert len(on_net) == 22 and {"data-postgres", "ollama-ollama", "monitoring-grafana"} <= on_net
     deletes, creates = _ops(steps, "delete-replaced"), _ops(steps, "create-replacement")
     # every container on the network goes first, then the network; it comes back first, then they do
     assert set(deletes[:-1]) == on_net and deletes[-1] == "unraid-net-octollm-net"
@@ -167,7 +167,7 @@ def test_changing_nfs_options_replaces_the_volume_and_only_its_readers(run, home
     b = variant(run, "homelab", lambda c: c["modelStores"]["ollama-models"].update({"mountOptions": "nfsvers=4.1,hard"}))
     steps = plan(homelab, b)
     deletes, creates = _ops(steps, "delete-replaced"), _ops(steps, "create-replacement")
-    readers = ["server84-ollama-84", "server84-ollama-84-1", "server84-ollama-84-2"]
+    readers = ["ollama-84-ollama-84", "ollama-84-ollama-84-1", "ollama-84-ollama-84-2"]
     assert set(deletes[:-1]) == set(readers) and deletes[-1] == "server84-volume-ollama-models-nfs-ro"
     assert creates[0] == "server84-volume-ollama-models-nfs-ro" and set(creates[1:]) == set(readers)
     assert len(creates) == 4

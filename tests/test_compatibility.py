@@ -4,7 +4,7 @@ import copy
 
 import pytest
 
-from components.config import ConfigError, load_stack_config
+from components.config.schema import ConfigError, load_stack_config
 from harness import stack_config
 
 HOMELAB = stack_config("homelab")
@@ -92,7 +92,7 @@ def test_llamacpp_runs_on_the_cpu_where_the_host_has_no_gpu(run):
     del srv["gpu"]
     r = run("homelab", config=raw)
     assert r.error is None, r.error
-    llm = r.by_name("zfs-ai-llm-server").inputs
+    llm = r.by_name("llm-server-llm-server").inputs
     assert "deviceRequests" not in llm
     assert "LLAMA_ARG_N_GPU_LAYERS=0" in llm["envs"]
     assert llm["image"].startswith("ghcr.io/ggml-org/llama.cpp:server-b")

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components.config import ConfigError, load_stack_config
-from components.rules import capacity, inventory
+from components.config.schema import ConfigError, load_stack_config
+from components.config.rules import capacity, inventory
 from harness import stack_config
 
 UNRAID = stack_config("unraid")
@@ -80,8 +80,8 @@ INVALID = {
     "over-allocated RAM": (_set(["hosts", "unraid", "memoryGb"], 32), "hosts.unraid.memoryGb", "48 GB"),
     "over-allocated CPU": (_set(["hosts", "unraid", "cpuThreads"], 16), "hosts.unraid.cpuThreads", "42 cores"),
     "over-allocated VRAM": (_set(["inference", "ollama", "vramGb"], 30), "hosts.unraid.gpus[0].vramGb", "30 GB"),
-    "unknown model": (_set(["inference", "ollama", "models"], ["llama3.1:8b", "gpt-5"]),
-                      "inference.ollama", "gpt-5"),
+    "vLLM model on an Ollama node": (_set(["inference", "ollama", "models"], ["llama3.1:8b", "Qwen/Qwen2.5-7B-Instruct-AWQ"]),
+                                     "inference.ollama", "not an Ollama tag"),
     "missing host key": (_del(["hosts", "unraid", "ssh", "hostKey"]), "hosts.unraid", "hostKey"),
     "malformed host key": (_set(["hosts", "unraid", "ssh", "hostKey"], "AAAAC3Nza"), "hosts.unraid.ssh.hostKey",
                            "ssh-ed25519"),

@@ -151,7 +151,7 @@ def test_identity_file_readable_by_others_is_refused(run, tmp_path):
 
 @pytest.mark.parametrize("value", ["server-80.lan", "10.0.0.80", "fd00::80", "unraid"])
 def test_legitimate_addresses_are_accepted(value):
-    from components.values import _host_address
+    from components.config.values import _host_address
 
     assert _host_address(value) == value
 
@@ -159,6 +159,6 @@ def test_legitimate_addresses_are_accepted(value):
 @pytest.mark.parametrize("value", ["/mnt/user/appdata/octollm", "/var/tmp/octollm-dev", "/opt/octollm/models",
                                    "/service-pool/ai-models", "/srv/octollm"])
 def test_legitimate_data_paths_are_accepted(value):
-    from components.values import _safe_dir
+    from components.config.values import _safe_dir
 
     assert _safe_dir(value) == value

@@ -30,9 +30,9 @@ import pytest
 from loopback import free_port as _free_port
 
 import readback_kubernetes as rk
-from components import kubernetes_platform as kp
-from components.config import ConfigError, KubernetesConfig, load_stack_config
-from components.workload import MountSpec, PortSpec, ServiceSpec
+from components.platforms import kubernetes as kp
+from components.config.schema import ConfigError, KubernetesConfig, load_stack_config
+from components.platforms.workload import MountSpec, PortSpec, ServiceSpec
 from harness import stack_config
 
 SECRETS = {"openaiApiKey": "sk-openai-gke"}
@@ -124,14 +124,14 @@ def test_a_non_canonical_quantity_shows_as_drift(run, monkeypatch, label):
 
 
 def test_fields_the_api_server_drops_show_as_drift(gke):
-    job = gke.by_name("gke-ollama-pull-models")
+    job = gke.by_name("ollama-pull-models")
     inputs = copy.deepcopy(job.inputs)
     inputs["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0]["readOnly"] = False
     assert rk.RULES[job.type](inputs) != inputs
     inputs = copy.deepcopy(job.inputs)
     inputs["spec"]["template"]["spec"]["containers"][0]["ports"] = []
     assert rk.RULES[job.type](inputs) != inputs
-    secret = gke.by_name("gke-postgres-env")
+    secret = gke.by_name("data-postgres-env")
     as_string_data = {k: v for k, v in secret.inputs.items() if k != "data"}
     as_string_data["stringData"] = {"POSTGRES_PASSWORD": "x"}
     assert rk.RULES[secret.type](as_string_data) != as_string_data
@@ -139,7 +139,7 @@ def test_fields_the_api_server_drops_show_as_drift(gke):
 
 
 def test_an_unmodelled_field_is_an_error_not_a_pass(gke):
-    dep = gke.by_name("gke-orchestrator")
+    dep = gke.by_name("octollm-orchestrator")
     inputs = copy.deepcopy(dep.inputs)
     inputs["spec"]["template"]["spec"]["containers"][0]["stdin"] = True
     with pytest.raises(KeyError, match="stdin"):
@@ -186,10 +186,10 @@ def test_program_storage_form_is_canonical_and_exact(gb):
 
 
 def test_gpu_count_and_quantities_in_the_manifests(gke):
-    ollama = pod(gke.by_name("gke-ollama"))["containers"][0]["resources"]
+    ollama = pod(gke.by_name("ollama-ollama"))["containers"][0]["resources"]
     assert ollama == {"requests": {"cpu": "8", "memory": "16Gi", "nvidia.com/gpu": "1"},
                       "limits": {"cpu": "8", "memory": "16Gi", "nvidia.com/gpu": "1"}}
-    assert gke.by_name("gke-models").inputs["spec"]["resources"]["requests"]["storage"] == "100Gi"
+    assert gke.by_name("models-claim").inputs["spec"]["resources"]["requests"]["storage"] == "100Gi"
 
 
 # ====================================================================== 1. HPA-managed Deployments
@@ -210,7 +210,7 @@ def test_deployments_an_hpa_scales_set_no_replicas(gke):
 def test_the_pull_job_and_gpu_workloads_wait_for_a_model_download(gke):
     expected = str(kp.default_model_pull_timeout_minutes([["llama3.1:8b", "codellama:13b", "nomic-embed-text"]]) * 60)
     assert expected == "2400"  # 12.6 GB of models: 40 minutes, not the provider's 10
-    job = gke.by_name("gke-ollama-pull-models")
+    job = gke.by_name("ollama-pull-models")
     assert job.inputs["metadata"]["annotations"] == {kp.TIMEOUT_ANNOTATION: expected}
     timed = {r.inputs["metadata"]["name"] for r in k8s_objects(gke)
              if kp.TIMEOUT_ANNOTATION in r.inputs.get("metadata", {}).get("annotations", {})}
@@ -218,13 +218,13 @@ def test_the_pull_job_and_gpu_workloads_wait_for_a_model_download(gke):
            and "nvidia.com/gpu" in pod(r)["containers"][0]["resources"]["limits"]}
     assert gpu == {"ollama"}
     assert timed == gpu | {"ollama-pull-models"}
-    assert gke.by_name("gke-ollama").inputs["metadata"]["annotations"][kp.TIMEOUT_ANNOTATION] == expected
+    assert gke.by_name("ollama-ollama").inputs["metadata"]["annotations"][kp.TIMEOUT_ANNOTATION] == expected
 
 
 def test_the_pull_timeout_is_configurable(run):
     r = run("gke", config=gke_config(modelPullTimeoutMinutes=90), secrets=SECRETS)
     assert r.error is None, r.error
-    for name in ("gke-ollama-pull-models", "gke-ollama"):
+    for name in ("ollama-pull-models", "ollama-ollama"):
         assert r.by_name(name).inputs["metadata"]["annotations"][kp.TIMEOUT_ANNOTATION] == "5400"
 
 
@@ -266,7 +266,8 @@ def test_every_pod_that_reads_a_secret_or_configmap_carries_its_checksum(gke):
         assert (kp.ENV_CHECKSUM in ann) == bool(secrets), reg.name
         assert (kp.FILES_CHECKSUM in ann) == bool(maps), reg.name
         for name in secrets | maps:  # every object a pod reads is created by the program
-            assert gke.by_name(f"gke-{name}"), name
+            assert [r for r in gke.registrations if r.type in ("kubernetes:core/v1:Secret", "kubernetes:core/v1:ConfigMap")
+                    and r.inputs["metadata"]["name"] == name], name
         checked += bool(secrets or maps)
     assert checked >= 15
 
@@ -300,9 +301,9 @@ def test_a_changed_config_file_rolls_its_pods(run, gke):
 
 
 def test_checksums_are_keyed_plain_and_reveal_nothing(gke):
-    pg = gke.by_name("gke-postgres")
+    pg = gke.by_name("data-postgres")
     value = template_annotations(pg)[kp.ENV_CHECKSUM]
-    password = base64.b64decode(gke.by_name("gke-postgres-env").inputs["data"]["POSTGRES_PASSWORD"]).decode()
+    password = base64.b64decode(gke.by_name("data-postgres-env").inputs["data"]["POSTGRES_PASSWORD"]).decode()
     body = json.dumps({"POSTGRES_PASSWORD": password}, sort_keys=True, separators=(",", ":"))
     # not a bare hash of the content, which anyone allowed to read Deployments could test guesses against
     assert value not in {hashlib.sha256(body.encode()).hexdigest(), hashlib.sha256(password.encode()).hexdigest()}
@@ -320,18 +321,34 @@ def test_checksums_are_stable_across_runs(run, gke):
 # ====================================================================== 4. password rotation reaches PostgreSQL
 
 def test_postgres_applies_its_password_on_every_start(gke):
-    pg = pod(gke.by_name("gke-postgres"))["containers"][0]
+    pg = pod(gke.by_name("data-postgres"))["containers"][0]
     assert pg["lifecycle"] == {"postStart": {"exec": {"command": ["sh", "-c", kp.postgres_password_on_start()]}}}
     env = {e["name"]: e for e in pg["env"]}
     assert env["POSTGRES_PASSWORD"] == {"name": "POSTGRES_PASSWORD", "valueFrom": {
         "secretKeyRef": {"name": "postgres-env", "key": "POSTGRES_PASSWORD"}}}
     assert {"POSTGRES_USER", "POSTGRES_DB"} <= set(env)
     script = kp.postgres_password_on_start()
-    password = base64.b64decode(gke.by_name("gke-postgres-env").inputs["data"]["POSTGRES_PASSWORD"]).decode()
+    password = base64.b64decode(gke.by_name("data-postgres-env").inputs["data"]["POSTGRES_PASSWORD"]).decode()
     assert password not in script and "$POSTGRES_PASSWORD" not in script  # read by psql, not by the shell
-    # no other container has a start hook
-    hooked = [r.name for r in gke.registrations if r.type in WORKLOADS and "lifecycle" in pod(r)["containers"][0]]
-    assert hooked == ["gke-postgres"]
+    # only the two services that keep a password in their own data have a start hook
+    hooked = sorted(r.name for r in gke.registrations if r.type in WORKLOADS and "lifecycle" in pod(r)["containers"][0])
+    assert hooked == ["data-postgres", "monitoring-grafana"]
+
+
+def test_grafana_applies_its_admin_password_on_every_start(gke, run):
+    """GF_SECURITY_ADMIN_PASSWORD only sets the password of a new database: a rotation must reach it."""
+    graf = pod(gke.by_name("monitoring-grafana"))["containers"][0]
+    assert graf["lifecycle"] == {"postStart": {"exec": {"command": ["sh", "-c", kp.grafana_admin_password_on_start()]}}}
+    script = kp.grafana_admin_password_on_start()
+    assert "--password-from-stdin" in script and '"$GF_SECURITY_ADMIN_PASSWORD"' in script
+    password = base64.b64decode(gke.by_name("monitoring-grafana-env").inputs["data"]["GF_SECURITY_ADMIN_PASSWORD"]).decode()
+    assert password not in script
+    # a rotation changes the Secret and, through its checksum, the pod template: new pods run the hook
+    cfg = copy.deepcopy(stack_config("gke"))
+    cfg["rotate"] = {"grafana": "2026-12"}
+    rotated = run("gke", config=cfg, secrets=SECRETS)
+    before, after = template_annotations(gke.by_name("monitoring-grafana")), template_annotations(rotated.by_name("monitoring-grafana"))
+    assert before[kp.ENV_CHECKSUM] != after[kp.ENV_CHECKSUM]
 
 
 def test_no_hook_when_postgres_is_managed_elsewhere(run):
@@ -340,7 +357,8 @@ def test_no_hook_when_postgres_is_managed_elsewhere(run):
     r = run("gke", config=cfg, secrets={"postgresUrl": "postgresql://u:p@h:5432/d", "redisUrl": "redis://:p@h:6379/0",
                                         "qdrantApiKey": "qk"})
     assert r.error is None, r.error
-    assert not any("lifecycle" in pod(x)["containers"][0] for x in r.registrations if x.type in WORKLOADS)
+    hooked = [x.name for x in r.registrations if x.type in WORKLOADS and "lifecycle" in pod(x)["containers"][0]]
+    assert hooked == ["monitoring-grafana"]
 
 
 def test_the_hook_passes_shellcheck_as_posix_sh(tmp_path):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from components import plan
+from tooling import plan
 from harness import ROOT, stack_config
 
 
@@ -23,7 +23,7 @@ def test_plan_groups_by_host_and_component():
     text = plan.render(plan.build_plan("homelab"))
     server84 = \
         text.split("\nhost server84\n", 1)[1].split("\nhost ", 1)[0]
-    assert "\n  GpuInferenceNode ollama-84\n    + server84-ollama-84  (docker:index/container:Container)" in server84
+    assert "\n  GpuInferenceNode ollama-84\n    + ollama-84-ollama-84  (docker:index/container:Container)" in server84
     assert "ollama-ai" not in server84  # another host's node is not listed here
     assert "        ports: 10.0.0.84:11435->11434" in text
     assert "[replace: delete first]" in text and "[protected]" in text
@@ -38,8 +38,8 @@ def test_diff_reports_exactly_the_changed_resources_and_properties(run):
     d = plan.diff_plans(base, head)
     assert d["added"] == [] and d["removed"] == []
     names = {u.rsplit("::", 1)[-1]: props for u, props in d["changed"].items()}
-    assert set(names) == {"ollama-pull-models", "unraid-preflight", "unraid-arm-judge"}
-    judge = {p["property"]: (p["before"], p["after"]) for p in names["unraid-arm-judge"]}
+    assert set(names) == {"ollama-pull-models", "unraid-preflight", "octollm-arm-judge"}
+    judge = {p["property"]: (p["before"], p["after"]) for p in names["octollm-arm-judge"]}
     assert judge == {"memory": (2048, 3072), "memorySwap": (2048, 3072)}  # swap follows the limit
     pull = {p["property"]: (p["before"], p["after"]) for p in names["ollama-pull-models"]}
     assert pull["triggers[4]"] == (None, "mistral:7b")
@@ -72,7 +72,7 @@ def test_diff_between_two_git_revisions(tmp_path):
     f.write_text(f.read_text().replace("        - nomic-embed-text\n", "        - nomic-embed-text\n        - mistral:7b\n"))
     git = ["git", "-C", str(repo), "-c", "user.email=t@example.com", "-c", "user.name=t"]
     subprocess.run([*git, "commit", "-qam", "add a model"], check=True)
-    out = subprocess.run([sys.executable, "-m", "components.plan", "-s", "unraid", "--diff", "HEAD~1", "HEAD"],
+    out = subprocess.run([sys.executable, "-m", "tooling.plan", "-s", "unraid", "--diff", "HEAD~1", "HEAD"],
                          cwd=repo, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "**0 to add, 0 to remove, 2 to change**" in out.stdout

@@ -166,3 +166,17 @@ def test_a_first_preview_with_unknown_values_still_runs_every_check(monkeypatch)
     assert violations("oct002-images-pinned", "docker:index/container:Container", container) == []
     assert violations("oct004-restart-policy", "docker:index/container:Container", container)
     assert violations("oct002-images-pinned", "docker:index/remoteImage:RemoteImage", {"name": "ollama/ollama:latest"})
+
+
+def test_the_advisory_secret_env_report_needs_no_secret_markers():
+    """pulumi-policy strips secret markers before `validate`: a report asking whether a value is secret
+    flagged every Secret under the real engine. The report checks structure only."""
+    from policy.checks import secret_env_report
+
+    assert secret_env_report("kubernetes:core/v1:Secret", {"data": {"PW": "cGFzcw=="}}, None, {}) == []
+    assert secret_env_report(C, {**OK_CONTAINER, "envs": ["POSTGRES_PASSWORD=x"]}, None, {}) == []
+    written = pod(env=[{"name": "POSTGRES_PASSWORD", "value": "x"}])
+    assert secret_env_report(D, written, None, {}) == [
+        "env POSTGRES_PASSWORD of x is written into the pod spec: use secretKeyRef"]
+    referenced = pod(env=[{"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}])
+    assert secret_env_report(D, referenced, None, {}) == []

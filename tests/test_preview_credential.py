@@ -31,9 +31,9 @@ from pathlib import Path
 
 import pytest
 
-from components import doctor
-from components.config import load_stack_config
-from components.docker_host import docker_dial_command, docker_ssh_opts
+from tooling import doctor
+from components.config.schema import load_stack_config
+from components.platforms.docker_host import docker_dial_command, docker_ssh_opts
 from loopback import start_sshd
 from test_real_host import busybox_image, docker, dockerd, unavailable  # noqa: F401 (fixtures)
 

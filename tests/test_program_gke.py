@@ -120,7 +120,7 @@ def test_gpu_scheduling(gke):
 def test_model_store_is_filled_by_a_job_before_inference_mounts_it_read_only(gke):
     pvc = kinds(gke, "PersistentVolumeClaim")["models"]
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"] and pvc["spec"]["storageClassName"] == "enterprise-rwx"
-    assert gke.by_name("gke-models").protect
+    assert gke.by_name("models-claim").protect
     job = kinds(gke, "Job")["ollama-pull-models"]
     jp = pod(job)
     assert jp["restartPolicy"] == "Never"
@@ -128,8 +128,8 @@ def test_model_store_is_filled_by_a_job_before_inference_mounts_it_read_only(gke
     for m in ("llama3.1:8b", "codellama:13b", "nomic-embed-text"):
         assert m in script
     assert jp["containers"][0]["volumeMounts"] == [{"name": "models", "mountPath": "/models"}]  # read-write
-    dep = gke.by_name("gke-ollama")
-    assert gke.urn_of("gke-ollama-pull-models") in dep.dependencies
+    dep = gke.by_name("ollama-ollama")
+    assert gke.urn_of("ollama-pull-models") in dep.dependencies
     mounts = pod(kinds(gke, "Deployment")["ollama"])["containers"][0]["volumeMounts"]
     assert {"name": "models", "mountPath": "/models", "readOnly": True} in mounts
 
@@ -192,7 +192,7 @@ def test_no_plain_secrets_in_pod_specs(gke):
     assert SECRETS["openaiApiKey"] not in plain and "generated-data-postgres-password" not in plain
     for s in gke.of_type("kubernetes:core/v1:Secret"):
         assert s.is_secret("data") and "stringData" not in s.inputs, s.name
-    orch = secret_values(gke.by_name("gke-orchestrator-env"))
+    orch = secret_values(gke.by_name("octollm-orchestrator-env"))
     assert orch["OPENAI_API_KEY"] == SECRETS["openaiApiKey"]
     assert orch["DATABASE_URL"].startswith("postgresql://octollm:generated-data-postgres-password@postgres:5432/")
 
@@ -261,7 +261,7 @@ def test_external_data_services_create_nothing_in_cluster(run):
     assert r.error is None, r.error
     names = set(kinds(r, "StatefulSet"))
     assert not names & {"postgres", "redis", "qdrant"}
-    orch = secret_values(r.by_name("gke-orchestrator-env"))
+    orch = secret_values(r.by_name("octollm-orchestrator-env"))
     assert orch["DATABASE_URL"] == secrets["postgresUrl"] and orch["REDIS_URL"] == secrets["redisUrl"]
     env = {e["name"]: e.get("value") for e in pod(kinds(r, "Deployment")["orchestrator"])["containers"][0].get("env", [])}
     assert env["QDRANT_URL"] == "https://xyz.cloud.qdrant.io:6333"

@@ -7,8 +7,8 @@ import re
 import pytest
 from pulumi import RunError
 
-from components.config import load_stack_config
-from components.rules import inventory
+from components.config.schema import load_stack_config
+from components.config.rules import inventory
 from harness import stack_config
 
 CONTAINER = "docker:index/container:Container"
@@ -133,7 +133,7 @@ def test_ollama_gets_the_gpu_through_a_device_request(unraid):
 def test_models_are_pulled_after_ollama_is_healthy(unraid):
     pull = unraid.by_name("ollama-pull-models")
     assert pull.type == REMOTE_CMD
-    assert unraid.urn_of("unraid-ollama") in pull.dependencies
+    assert unraid.urn_of("ollama-ollama") in pull.dependencies
     assert pull.inputs["triggers"] == ["llama3.1:8b", "mixtral:8x7b", "codellama:13b", "nomic-embed-text"]
     for m in pull.inputs["triggers"]:
         assert m in pull.inputs["create"]
@@ -221,7 +221,7 @@ def test_every_resource_on_the_host_uses_its_providers(unraid):
 
 def test_prometheus_scrapes_what_the_stack_deploys(unraid):
     import yaml
-    cfg = yaml.safe_load(unraid.by_name("unraid-prometheus-file-prometheus-yml").inputs["stdin"])
+    cfg = yaml.safe_load(unraid.by_name("monitoring-prometheus-file-prometheus-yml").inputs["stdin"])
     jobs = {j["job_name"]: j for j in cfg["scrape_configs"]}
     targets = {t for j in jobs.values() for sc in j["static_configs"] for t in sc["targets"]}
     for svc, port in [("orchestrator", 3000), ("reflex-layer", 3001), ("arm-judge", 6005),
@@ -235,7 +235,7 @@ def test_prometheus_scrapes_what_the_stack_deploys(unraid):
 
 def test_alert_rules(unraid):
     import yaml
-    rules = yaml.safe_load(unraid.by_name("unraid-prometheus-file-alerts-yml").inputs["stdin"])
+    rules = yaml.safe_load(unraid.by_name("monitoring-prometheus-file-alerts-yml").inputs["stdin"])
     exprs = {r["alert"]: r["expr"] for r in rules["groups"][0]["rules"]}
     assert exprs["GpuTemperatureHigh"] == "DCGM_FI_DEV_GPU_TEMP >= 80"
     assert exprs["TargetDown"] == "up == 0"
@@ -244,20 +244,20 @@ def test_alert_rules(unraid):
 
 def test_grafana_is_provisioned_with_both_datasources_and_gpu_basic_fields(unraid):
     import json, yaml
-    ds = yaml.safe_load(unraid.by_name("unraid-grafana-file-provisioning-datasources-datasources-yml")
+    ds = yaml.safe_load(unraid.by_name("monitoring-grafana-file-provisioning-datasources-datasources-yml")
                         .inputs["stdin"])
     assert {d["type"] for d in ds["datasources"]} == {"prometheus", "loki"}
-    gpu = json.loads(unraid.by_name("unraid-grafana-file-dashboards-gpu-dcgm-json").inputs["stdin"])
+    gpu = json.loads(unraid.by_name("monitoring-grafana-file-dashboards-gpu-dcgm-json").inputs["stdin"])
     exprs = " ".join(t["expr"] for p in gpu["panels"] for t in p["targets"])
     assert "DCGM_FI_DEV_GPU_TEMP" in exprs and "DCGM_FI_PROF" not in exprs
     env = env_of(containers(unraid)["grafana"])
     assert "GF_SECURITY_ADMIN_PASSWORD" in env
-    counters = unraid.by_name("unraid-gpu-exporter-file-counters-csv").inputs["stdin"]
+    counters = unraid.by_name("monitoring-unraid-gpu-exporter-file-counters-csv").inputs["stdin"]
     assert "DCGM_FI_PROF" not in counters and "DCGM_FI_DEV_GPU_TEMP" in counters
 
 
 def test_logs_of_every_container_go_to_loki(unraid):
-    alloy = unraid.by_name("unraid-alloy-file-config-alloy").inputs["stdin"]
+    alloy = unraid.by_name("monitoring-unraid-alloy-file-config-alloy").inputs["stdin"]
     assert 'loki.source.docker "containers"' in alloy and "http://loki:3100/loki/api/v1/push" in alloy
     mounts = {m["target"]: m for m in containers(unraid)["alloy"].inputs["mounts"]}
     assert mounts["/var/run/docker.sock"]["readOnly"] is True

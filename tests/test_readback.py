@@ -10,7 +10,7 @@ import pytest
 
 import readback
 import readback_kubernetes
-from components import provider_forms
+from components.platforms import forms as provider_forms
 
 STACKS = ("dev", "unraid", "homelab", "gke")
 
@@ -58,7 +58,7 @@ REVERTS = {
 def test_reverting_a_canonical_form_shows_as_drift(run, monkeypatch, label):
     attr, old = REVERTS[label]
     monkeypatch.setattr(provider_forms, attr, old)
-    import components.docker_host as dh
+    import components.platforms.docker_host as dh
     monkeypatch.setattr(dh, attr, old)
     found = drift(run("unraid"))
     assert found, f"reverting {label} went unnoticed"
@@ -110,7 +110,7 @@ def test_program_form_of_cpus_is_what_the_provider_stores(cpus):
 
 
 def test_cpus_that_cannot_round_trip_are_refused_by_config():
-    from components.config import ConfigError, load_stack_config
+    from components.config.schema import ConfigError, load_stack_config
     from harness import stack_config
 
     cfg = stack_config("dev")

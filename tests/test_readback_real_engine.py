@@ -176,7 +176,7 @@ def test_real_engine_gives_back_every_registered_input(run, standin, tmp_path, s
 @pytest.mark.parametrize("cpus", [0.25, 0.5, 1, 1.25, 1.5, 2])
 def test_engine_keeps_nano_cpus_exactly(standin, cpus):
     """The engine stores NanoCPUs as sent, so the stored `cpus` is the provider's formatting alone."""
-    from components.provider_forms import docker_cpus
+    from components.platforms.forms import docker_cpus
 
     emitted = docker_cpus(cpus)
     _cleanup()

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components import doctor
+from tooling import doctor
 from loopback import free_port as _free_port  # noqa: F401  (imported from here by other tests)
 from loopback import import_busybox_image, start_sshd
-from components.config import load_stack_config
-from components.docker_host import docker_ssh_opts
-from components.preflight import preflight_spec
-from components.scripts import preflight
+from components.config.schema import load_stack_config
+from components.platforms.docker_host import docker_ssh_opts
+from components.config.inventory import preflight_spec
+from components.host_scripts import preflight
 
 REQUIRED = os.environ.get("OCTOLLM_REQUIRE_REAL_HOST") == "1"
 STACK = "realtest"

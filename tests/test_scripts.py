@@ -1,16 +1,21 @@
 """Every shell script the program sends to a host passes shellcheck, and is idempotent."""
 
 import os
+import re
 import subprocess
 import sys
+from importlib import resources
 from pathlib import Path
 
 import pytest
 
-from components import scripts
+from components import host_scripts as scripts
 
 SHELLCHECK = str(Path(sys.executable).parent / "shellcheck")
 STACKS = ["unraid", "dev", "homelab"]
+# The scripts' source files, found next to the module that renders them (not from the working directory).
+SCRIPT_DIR = Path(str(resources.files(scripts)))
+SH_FILES = sorted(SCRIPT_DIR.glob("*.sh"))
 
 
 def shellcheck(script: str, tmp_path: Path, name: str) -> subprocess.CompletedProcess:
@@ -107,3 +112,102 @@ def test_ollama_pull_skips_present_models_and_waits(tmp_path):
 def test_kubernetes_model_pull_job_script_passes_shellcheck(tmp_path):
     proc = shellcheck(scripts.ollama_pull_job(["llama3.1:8b", "nomic-embed-text"]), tmp_path, "job")
     assert proc.returncode == 0, proc.stdout
+
+
+# --- the .sh files themselves ---------------------------------------------------------------------
+
+def test_the_script_files_are_package_data_next_to_the_module():
+    assert SCRIPT_DIR == Path(scripts.__file__).parent
+    # one file for each builder
+    assert {f.stem for f in SH_FILES} == {
+        "ensure_dirs", "write_file", "ollama_pull", "ollama_pull_job", "zfs_dataset", "nfs_export",
+        "preflight", "postgres_set_password", "grafana_set_admin_password"}
+
+
+def test_scripts_render_from_any_working_directory(tmp_path):
+    # The files are read relative to the module, so a program started elsewhere finds them.
+    root = Path(scripts.__file__).resolve().parents[2]
+    code = ("from components import host_scripts as s; "
+            "print(s.preflight(s.PreflightSpec('h', 'l', '20.10', ports=(1,))), end='')")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == scripts.preflight(scripts.PreflightSpec("h", "l", "20.10", ports=(1,)))
+
+
+@pytest.mark.parametrize("path", SH_FILES, ids=lambda p: p.name)
+def test_every_script_file_passes_shellcheck(path):
+    # shellcheck reads the file itself: the source, before any value is rendered into it.
+    proc = subprocess.run([SHELLCHECK, "--shell=bash", "--severity=style", str(path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
+    assert subprocess.run(["bash", "-n", str(path)], capture_output=True).returncode == 0
+
+
+PARAM_REF = re.compile(r"\$\{P\[(\w+)\]\}")
+
+
+@pytest.mark.parametrize("path", SH_FILES, ids=lambda p: p.name)
+def test_every_parameter_a_file_uses_has_a_sample_in_its_block(path):
+    # The parameter block makes the file valid shell on its own (set -u): each ${P[name]} and each
+    # name in an #@if/#@for has a sample value there, and the block holds nothing else.
+    text = path.read_text()
+    assert text.startswith("#!/usr/bin/env bash\n#@params\n") and text.endswith("\n")
+    block, body = text.split("\n#@end\n", 1)
+    samples = set(re.findall(r"^  \[(\w+)\]=", block, re.M))
+    used = set(PARAM_REF.findall(body))
+    for m in re.finditer(r"^\s*#@(if|for)\s+(.*)$", body, re.M):
+        used.update(re.findall(r"\w+", m.group(2).replace(" in ", " ")))
+    assert used == samples, (used - samples, samples - used)
+
+
+def test_the_sshd_defaults_in_preflight_are_openssh_s():
+    text = (SCRIPT_DIR / "preflight.sh").read_text()
+    d = scripts.SSHD_DEFAULTS
+    assert f'max_startups="${{max_startups:-{d["maxstartups"]}}}"' in text
+    assert f'max_sessions="${{max_sessions:-{d["maxsessions"]}}}"' in text
+
+
+def test_nothing_of_the_template_reaches_a_host():
+    spec = scripts.PreflightSpec(
+        host="h", stack_label="l", min_docker="20.10", networks=(("n", "172.30.0.0/24"),), anchors=("/a",),
+        dirs=(("/a/d", "1:1"),), disk=(("/a/m", 1024),), gpus=(("g", 8192),), min_driver="570.26",
+        driver_reason="r", gpu_image="i", ports=(1,), ssh_parallel=8)
+    rendered = [scripts.preflight(spec), scripts.ensure_dirs(["/a"], "1:1"), scripts.write_file("/a/f", "1:1", "c", "HUP"),
+                scripts.ollama_pull("c", ["m"]), scripts.ollama_pull_job(["m"]), scripts.zfs_dataset("p/d", "/m", "1M", "lz4", "1:1"),
+                scripts.nfs_export("/a", "10.0.0.0/24", "rw", "1:1"), scripts.postgres_set_password("c", "u", "d"),
+                scripts.grafana_set_admin_password("c")]
+    for text in rendered:
+        assert text.startswith("#!/usr/bin/env bash\nset -")
+        assert "P[" not in text and "#@" not in text and "declare -A" not in text
+
+
+def test_a_string_value_only_ever_becomes_one_whole_quoted_word():
+    t = scripts._parse("t", '#!/usr/bin/env bash\n#@params\ndeclare -A P=([v]=x [n]=1)\n#@end\n'
+                            'echo "${P[v]}" "in ${P[n]} s"\necho "bare ${P[v]}"\n')
+    out: list[str] = []
+    with pytest.raises(TypeError, match="only an int may stand outside its own quotes"):
+        scripts._expand(t.body, {"v": "$(touch x)", "n": 2}, out)
+    assert out == ["#!/usr/bin/env bash", "echo '$(touch x)' \"in 2 s\""]
+    with pytest.raises(TypeError, match="neither a string nor an int"):
+        scripts._expand(t.body, {"v": None, "n": 2}, [])
+    with pytest.raises(TypeError, match="only an int"):  # a bool is not a count
+        scripts._expand(t.body, {"v": "x", "n": True}, [])
+
+
+def test_a_builder_cannot_pass_a_parameter_the_file_does_not_use():
+    with pytest.raises(TypeError, match="takes no parameter"):
+        scripts._render("ensure_dirs", paths=[], owner="1:1", mode="0750", ready="", extra="x")
+
+
+@pytest.mark.parametrize("text,error", [
+    ("#@if x\necho\n", "not closed"),
+    ("echo\n#@end\n", "without #@if"),
+    ("#@for x of y\n#@end\n", "expected '#@for"),
+    ("#@params\n", "not closed"),
+    ("echo", "newline"),
+    ("#@endif\n", "unknown renderer line"),
+])
+def test_a_malformed_template_is_refused(text, error):
+    with pytest.raises(ValueError, match=error):
+        scripts._parse("t", text)

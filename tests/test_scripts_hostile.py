@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from components import scripts
+from components import host_scripts as scripts
 
 SHELLCHECK = str(Path(sys.executable).parent / "shellcheck")
 
@@ -131,7 +131,7 @@ def test_alloy_strings_cannot_be_closed_by_a_value(value):
     import json
     import re
 
-    from components.monitoring_stack import alloy_config
+    from components.services.monitoring_stack import alloy_config
 
     text = alloy_config(value, "http://loki:3100/loki/api/v1/push")
     m = re.search(r"labels\s+= \{ host = (.*) \}\n", text)

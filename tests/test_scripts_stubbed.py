@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from components import scripts
+from components import host_scripts as scripts
 
 ZFS_STUB = r'''#!/usr/bin/env bash
 # A tiny zfs: one file per dataset under $ZFS_STATE holding "prop=value" lines.

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from components import scripts
+from components import host_scripts as scripts
 from test_real_host import _free_port, unavailable
 
 # Unique per run: another run of this suite on the machine must not show up in this one's sampler.

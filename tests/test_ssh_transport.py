@@ -22,12 +22,13 @@ import yaml
 
 from benchmarks.ssh_transport import (CONTAINERS, PING, api_call, burst, control, dial_argv, host_config,
                                       start_sshd, stop_master)
-from components import docker_host, doctor
-from components.config import load_stack_config
-from components.docker_host import (DIAL_ERROR_LIMIT, PARALLEL, PER_DIAL_TIMEOUT_S, docker_dial_command,
+from components.platforms import docker_host
+from tooling import doctor
+from components.config.schema import load_stack_config
+from components.platforms.docker_host import (DIAL_ERROR_LIMIT, PARALLEL, PER_DIAL_TIMEOUT_S, docker_dial_command,
                                     docker_ssh_opts, ssh_control_path, ssh_control_path_problem)
-from components.preflight import preflight_spec
-from components.scripts import PreflightSpec, preflight
+from components.config.inventory import preflight_spec
+from components.host_scripts import PreflightSpec, preflight
 from harness import ROOT, stack_config
 from test_real_host import dockerd, unavailable  # noqa: F401 - fixtures
 

@@ -45,7 +45,7 @@ def test_pull_requests_preview_every_stack_with_the_policy_pack_or_post_the_offl
     pulumi = uses["pulumi/actions@v7"]["with"]
     assert pulumi["command"] == "preview" and pulumi["policyPacks"] == "policy" and pulumi["comment-on-pr"]
     assert "secrets.PULUMI_BACKEND_URL" in pulumi["cloud-url"]
-    assert "components.plan -s \"$STACK\" --diff" in steps("preview.yml")
+    assert "tooling.plan -s \"$STACK\" --diff" in steps("preview.yml")
 
 
 def test_merge_saves_a_plan_waits_for_approval_backs_up_then_applies_the_plan():
@@ -66,7 +66,7 @@ def test_drift_check_expects_no_changes():
 def test_previews_and_plans_use_the_read_only_key_and_only_the_approved_apply_holds_the_write_key():
     preview = steps("preview.yml")
     assert "secrets.SSH_PREVIEW_KEY" in preview and "SSH_PRIVATE_KEY" not in preview
-    assert "components.doctor -s \"$STACK\" --api-only" in preview
+    assert "tooling.doctor -s \"$STACK\" --api-only" in preview
     deploy = yaml.safe_load(steps("deploy.yml"))
     plan, apply = yaml.dump(deploy["jobs"]["plan"]), yaml.dump(deploy["jobs"]["apply"])
     assert "secrets.SSH_PREVIEW_KEY" in plan and "SSH_PRIVATE_KEY" not in plan

@@ -24,7 +24,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "octollm-infra"
 ENGINE_BIN = Path(os.environ.get("OCTOLLM_ENGINE_BIN", ROOT / "build" / "engine" / "bin"))
-# Same as components.docker_host.PARALLEL, the Makefile's PARALLEL and the workflows' --parallel.
+# Same as components.platforms.docker_host.PARALLEL, the Makefile's PARALLEL and the workflows' --parallel.
 PARALLEL = "8"
 # What the program needs of the engine: the CLI, the Python language host, and its providers.
 ENGINE_BINARIES = ("pulumi", "pulumi-language-python", "pulumi-resource-docker", "pulumi-resource-random",

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from components.mock_engine import read_stack_file, run_stack
+from tooling.mock_engine import read_stack_file, run_stack
 
 
 def registrations(stack: str, path: Path):

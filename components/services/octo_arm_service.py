@@ -6,21 +6,20 @@ from dataclasses import dataclass, field
 
 import pulumi
 
-from .config import OctoLlmConfig, ServicePlacement
-from .docker_host import DockerHost
-from .workload import GRACE_SERVICE, PortSpec, ServiceSpec, http_health
+from components.config.schema import OctoLlmConfig, ServicePlacement
+from components.platforms.base import Platform
+from components.platforms.workload import GRACE_SERVICE, PortSpec, ServiceSpec, http_health
 
 
 @dataclass
 class OctoArmServiceArgs:
     config: OctoLlmConfig
-    platform: DockerHost
+    platform: Platform
     llm_url: str  # internal URL of the inference endpoint
     database_url: pulumi.Input[str]  # secret: in-cluster/in-host PostgreSQL or a managed one
     redis_url: pulumi.Input[str]  # secret
     qdrant_url: str
     qdrant_api_key: pulumi.Input[str]
-    autoscale: bool = False  # Kubernetes: HPA + PDB per service
     openai_api_key: pulumi.Input[str] | None = None
     anthropic_api_key: pulumi.Input[str] | None = None
     labels: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -35,7 +34,8 @@ def service_specs(args: OctoArmServiceArgs) -> list[ServiceSpec]:
                   "OLLAMA_BASE_URL": args.llm_url, "LOG_FORMAT": "json"}
     common_secret = {"REDIS_URL": redis_url, "QDRANT_API_KEY": args.qdrant_api_key}
     scale = cfg.autoscaling
-    autoscale = (scale.min_replicas, scale.max_replicas, scale.cpu_utilization) if args.autoscale else None
+    # Used where the platform scales replicas (Kubernetes: an HPA and a disruption budget per service).
+    autoscale = (scale.min_replicas, scale.max_replicas, scale.cpu_utilization)
 
     def spec(service: str, image: str, p: ServicePlacement, env: dict, secret: dict) -> ServiceSpec:
         return ServiceSpec(
@@ -90,7 +90,7 @@ class OctoArmService(pulumi.ComponentResource):
         self.urls = {}
         self.specs = service_specs(args)
         for spec in self.specs:
-            self.containers[spec.name] = host.run(spec, self, depends_on=depends_on or [])
+            self.containers[spec.name] = host.run(f"{name}-{spec.name}", spec, self, depends_on=depends_on or [])
             self.urls[spec.name] = host.url(spec.name, spec.ports[0].host, spec.ports[0].container)
         self.services = [s.name for s in self.specs]
         self.register_outputs({"urls": self.urls, "services": self.services})

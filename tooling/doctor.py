@@ -1,7 +1,7 @@
 """doctor: run each host's preflight directly over SSH, without Pulumi, and print a table.
 
-    python -m components.doctor -s homelab          # reads Pulumi.homelab.yaml
-    python -m components.doctor --file my-stack.yaml --hosts server80
+    python -m tooling.doctor -s homelab          # reads Pulumi.homelab.yaml
+    python -m tooling.doctor --file my-stack.yaml --hosts server80
 
 For every host it checks (1) that the Docker API answers through `ssh … docker system dial-stdio`
 with exactly the SSH options the docker provider is given (verified host key included), and (2) the
@@ -17,11 +17,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import ConfigError, HostConfig, StackConfig, load_stack_config
-from .docker_host import docker_dial_command, docker_ssh_opts, ensure_ssh_control_dir, ssh_control_path_problem
+from components.config.schema import ConfigError, HostConfig, StackConfig, load_stack_config
+from components.platforms.docker_host import docker_dial_command, docker_ssh_opts, ensure_ssh_control_dir, ssh_control_path_problem
 from .mock_engine import read_stack_file
-from .preflight import preflight_spec
-from .scripts import preflight
+from components.config.inventory import preflight_spec
+from components.host_scripts import preflight
 
 
 
@@ -122,7 +122,7 @@ def render(reports: list[HostReport]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m components.doctor", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m tooling.doctor", description=__doc__.split("\n\n")[0])
     ap.add_argument("-s", "--stack", default=None)
     ap.add_argument("--file", type=Path, default=None, help="a Pulumi.<stack>.yaml (default: from -s)")
     ap.add_argument("--hosts", nargs="*", default=None)

@@ -6,16 +6,15 @@ from dataclasses import dataclass
 
 import pulumi
 
-from . import scripts
-from .config import ModelStoreConfig
-from .docker_host import DockerHost
-from .workload import MountSpec, NfsSource
+from components.config.schema import ModelStoreConfig
+from components.platforms.base import Platform
+from components.platforms.workload import MountSpec, NfsSource
 
 
 @dataclass
 class SharedModelStoreArgs:
     config: ModelStoreConfig
-    server: DockerHost  # the host (or Kubernetes namespace) that holds the data
+    server: Platform  # the host (or Kubernetes namespace) that holds the data
 
 
 class SharedModelStore(pulumi.ComponentResource):
@@ -34,20 +33,7 @@ class SharedModelStore(pulumi.ComponentResource):
         self.server_host = args.server.name
         self.server_address = args.server.cfg.address
         owner = cfg.owner or args.server.cfg.data_owner
-        if cfg.kind == "pvc":
-            self.ready = args.server.shared_claim(name, self, cfg.storage_class, cfg.size_gb)
-        elif cfg.kind == "hostPath":
-            self.ready = args.server.ensure_dirs(f"{name}-dir", self, [cfg.path], owner=owner)
-        elif cfg.kind == "zfs":
-            self.ready = args.server.command(
-                f"{name}-dataset", self,
-                scripts.zfs_dataset(cfg.dataset, cfg.path, cfg.recordsize, cfg.compression, owner),
-                keep=True)
-        else:
-            self.ready = args.server.command(
-                f"{name}-export", self,
-                scripts.nfs_export(cfg.path, cfg.client_cidr, cfg.export_options, owner),
-                keep=True)
+        self.ready = args.server.provision_store(name, self, cfg, owner)
         self.register_outputs({"path": self.path, "kind": self.kind, "host": self.server_host})
 
     def mount(self, host_name: str, target: str, read_only: bool) -> MountSpec:

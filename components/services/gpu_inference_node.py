@@ -7,12 +7,11 @@ from typing import Sequence
 
 import pulumi
 
-from . import scripts
-from .config import InferenceConfig
-from .docker_host import DockerHost
-from .rules import inference_instances
-from .shared_model_store import SharedModelStore
-from .workload import GRACE_SERVICE, GpuSpec, PortSpec, ServiceSpec, http_health
+from components.config.rules import inference_instances
+from components.config.schema import InferenceConfig
+from components.platforms.base import Platform
+from components.services.shared_model_store import SharedModelStore
+from components.platforms.workload import GRACE_SERVICE, GpuSpec, PortSpec, ServiceSpec, http_health
 
 MODELS_DIR = "/models"
 
@@ -20,7 +19,7 @@ MODELS_DIR = "/models"
 @dataclass
 class GpuInferenceNodeArgs:
     config: InferenceConfig
-    platform: DockerHost
+    platform: Platform
     image: str
     store: SharedModelStore | None = None
     temp_store: SharedModelStore | None = None  # scratch space mounted at /tmp
@@ -52,15 +51,15 @@ class GpuInferenceNode(pulumi.ComponentResource):
         store_deps = [s.ready for s in (args.store, args.temp_store) if s is not None]
         port = cfg.internal_port
         primary_deps = [*store_deps, *args.wait_for]
-        if host.kind == "kubernetes" and cfg.engine == "ollama" and cfg.models and args.store:
-            # The shared claim is filled once by a Job; inference pods start after it and mount it read-only.
-            self.pull = host.job(f"{name}-pull-models", ServiceSpec(
-                name=f"{name}-pull-models", image=args.image, cpus=1, memory_gb=2,
-                entrypoint=("/bin/bash", "-c"), command=(scripts.ollama_pull_job(list(cfg.models)),),
+        if cfg.engine == "ollama" and cfg.models:
+            # Where the platform fills a shared store before any server starts (Kubernetes: a Job).
+            self.pull = host.prepare_models(
+                f"{name}-pull-models", self, image=args.image, models=list(cfg.models),
+                mount=args.store.mount(host.name, MODELS_DIR, False) if args.store else None,
                 env={"OLLAMA_MODELS": f"{MODELS_DIR}/models", "OLLAMA_HOST": "127.0.0.1:11434"},
-                mounts=(args.store.mount(host.name, MODELS_DIR, False),), needs_root=True,
-            ), self, depends_on=store_deps)
-            primary_deps.append(self.pull)
+                depends_on=store_deps)
+            if self.pull is not None:
+                primary_deps.append(self.pull)
 
         for svc, host_port, primary in inference_instances(name, cfg):
             read_only = cfg.read_only or not primary
@@ -81,15 +80,13 @@ class GpuInferenceNode(pulumi.ComponentResource):
                 **self._engine(cfg, port, read_only),
             )
             deps = primary_deps if primary else [*store_deps, *args.wait_for, *( [self.pull] if self.pull else [])]
-            container = host.run(spec, self, depends_on=deps)
+            container = host.run(f"{name}-{svc}", spec, self, depends_on=deps)
             self.containers[svc] = container
             self.endpoints[svc] = host.url(svc, host_port, port)
-            if primary and cfg.engine == "ollama" and cfg.models and not read_only and host.kind == "docker":
-                # Re-runs exactly when the model list changes (the trigger); the script skips models
-                # already present, so a re-run after a failure is cheap and safe.
-                self.pull = host.command(
-                    f"{name}-pull-models", self, scripts.ollama_pull(host.container_name(svc), list(cfg.models)),
-                    triggers=list(cfg.models), depends_on=[container])
+            if primary and cfg.engine == "ollama" and cfg.models and not read_only and self.pull is None:
+                # Where the server pulls into its own store (Docker: `ollama pull` in the container).
+                self.pull = host.load_models(f"{name}-pull-models", self, service=svc, models=list(cfg.models),
+                                             depends_on=[container])
         self.internal_url = f"http://{name}:{port}"
         self.register_outputs({"endpoints": self.endpoints, "internalUrl": self.internal_url,
                                "models": self.models, "onGpu": self.on_gpu})

@@ -7,24 +7,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from .config import IngressConfig
-from .kubernetes_platform import NAME_LABEL, KubernetesPlatform
-
-EVERY_POD = "*"
-
-
-@dataclass(frozen=True)
-class Flow:
-    """`src` may open TCP connections to `dst` on `ports`.
-
-    src: a service name, EVERY_POD (any pod of the namespace) or "ns:<namespace>" (another namespace).
-    dst: a service name, or "world" (outside the cluster, e.g. a cloud API or a managed database).
-    """
-
-    src: str
-    dst: str
-    ports: tuple[int, ...]
-
+from components.config.schema import IngressConfig
+from components.platforms.kubernetes import NAME_LABEL, KubernetesPlatform
+from components.platforms.workload import EVERY_POD, Flow
 
 def _peer(src: str) -> dict:
     if src == EVERY_POD:
@@ -73,6 +58,17 @@ def policy_manifests(flows: list[Flow]) -> dict[str, dict]:
             {"to": [{"podSelector": {"matchLabels": {NAME_LABEL: f.dst}}}], "ports": _ports(f.ports)}
             for f in sorted(shared, key=lambda f: f.dst)]}
     return out
+
+
+def merge_flows(flows: list[Flow]) -> list[Flow]:
+    """One flow per (source, destination), ports merged; none for what is already open to every pod."""
+    merged: dict[tuple[str, str], set[int]] = {}
+    for f in flows:
+        merged.setdefault((f.src, f.dst), set()).update(f.ports)
+    for (s, d), p in merged.items():
+        if s != EVERY_POD and (EVERY_POD, d) in merged:
+            p -= merged[(EVERY_POD, d)]
+    return [Flow(s, d, tuple(sorted(p))) for (s, d), p in sorted(merged.items()) if p]
 
 
 @dataclass

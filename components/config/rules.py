@@ -11,8 +11,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from . import catalog
-from .config import WORKER_LLM_SERVER, HostConfig, InferenceConfig, Problem, StackConfig
+from components.config import catalog
+from components.config.schema import WORKER_LLM_SERVER, HostConfig, InferenceConfig, Problem, StackConfig
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,10 @@ def node_vram_gb(host: HostConfig, node: InferenceConfig) -> float:
         # vLLM pre-allocates this fraction of every GPU it is given, whatever the model.
         return round(gpu_vram * node.gpu_memory_utilization, 2)
     if node.engine == "llamacpp":
-        info = catalog.MODELS.get((node.model_path or "").rsplit("/", 1)[-1])
+        info = node.model_info((node.model_path or "").rsplit("/", 1)[-1])
         return min(info.vram_gb, gpu_vram) if info else 0.0
-    largest = max((catalog.MODELS[m].vram_gb for m in node.models), default=0.0)
+    # A model nobody sized counts as nothing here; check_rules warns about it.
+    largest = max((info.vram_gb for m in node.models if (info := node.model_info(m))), default=0.0)
     return min(largest, gpu_vram)
 
 
@@ -233,6 +234,26 @@ def _vram_by_gpu(host: HostConfig, name: str, places: list[Placement]) -> dict[i
 # --------------------------------------------------------------------------- rules
 
 
+def _models(cfg: StackConfig) -> tuple[list[Problem], list[str]]:
+    """A model outside the catalogue is allowed; without its size in modelCatalog, budgets cannot count it."""
+    problems, warnings = [], []
+    for name, node in sorted(cfg.all_inference.items()):
+        if node.engine != "ollama":
+            continue
+        for i, m in enumerate(node.models):
+            info = node.model_info(m)
+            if info is None:
+                warnings.append(
+                    f"{node_path(cfg, name)}.models: {m} is not in the catalogue, so its disk and VRAM are "
+                    f"counted as 0 GB; add modelCatalog.{m} with sizeGb and vramGb (the Ollama library page gives "
+                    "both) so the budgets count it")
+            elif info.engine != "ollama":
+                problems.append(Problem(path=f"{node_path(cfg, name)}.models[{i}]", message=(
+                    f"{m} is described in modelCatalog as a {info.engine} model, but this node runs Ollama; "
+                    "set modelCatalog." + m + ".engine: ollama, or serve it with another engine")))
+    return problems, warnings
+
+
 def check_rules(cfg: StackConfig) -> tuple[list[Problem], list[str]]:
     problems: list[Problem] = []
     warnings: list[str] = []
@@ -243,6 +264,9 @@ def check_rules(cfg: StackConfig) -> tuple[list[Problem], list[str]]:
         return problems, warnings
     problems += _networks(cfg)
     problems += _ports(cfg)
+    p, w = _models(cfg)
+    problems += p
+    warnings += w
     problems += _budgets(cfg)
     p, w = _gpus(cfg)
     problems += p
@@ -559,8 +583,8 @@ def _gpus(cfg: StackConfig) -> tuple[list[Problem], list[str]]:
             vram = min(host.gpus[i].vram_gb for i in idx) * (len(idx) if node.gpu and node.gpu.count != 1 else 1)
             gpu_name = host.gpus[idx[0]].model
             for m in node.models:
-                info = catalog.MODELS[m]
-                if info.vram_gb > vram:
+                info = node.model_info(m)
+                if info is not None and info.vram_gb > vram:
                     on_gpu = max(0, min(100, int(100 * vram / info.vram_gb)))
                     warn.append(
                         f"{path}.models: {m} needs about {info.vram_gb:g} GB of VRAM but the {gpu_name} on "

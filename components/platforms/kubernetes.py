@@ -13,21 +13,23 @@ that read-back and tests/test_kubernetes_drift.py holds every object of the gke 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from . import catalog
-from .config import HostConfig, KubernetesConfig
-from .workload import CONFIG_MOUNT, HealthSpec, ServiceSpec
+from components.config import catalog
+from components.config.schema import HostConfig, KubernetesConfig, ModelStoreConfig
+from components.platforms.base import NodeTelemetry
+from components.platforms.workload import CONFIG_MOUNT, HealthSpec, MountSpec, ServiceSpec
 
 NAME_LABEL = "app.kubernetes.io/name"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -106,7 +108,8 @@ PULL_OVERHEAD_MIN = 15  # a GPU node scaled up from zero, its driver installed, 
 PULL_FLOOR_MIN = 30
 
 
-def default_model_pull_timeout_minutes(models_per_workload: Sequence[Sequence[str]]) -> int:
+def default_model_pull_timeout_minutes(models_per_workload: Sequence[Sequence[str]],
+                                       extra: Mapping[str, catalog.ModelInfo] | None = None) -> int:
     """How long a model pull (or a GPU workload that downloads its model) may take, in minutes.
 
     The slowest workload sets it: its models' size on disk (catalog.MODELS; an unknown model counts as
@@ -114,8 +117,9 @@ def default_model_pull_timeout_minutes(models_per_workload: Sequence[Sequence[st
     never below PULL_FLOOR_MIN. The gke stack's 12.6 GB (llama3.1:8b, codellama:13b, nomic-embed-text)
     comes to 40 minutes, four times the provider's default.
     """
-    largest = max(m.size_gb for m in catalog.MODELS.values())
-    worst = max((sum(catalog.MODELS[m].size_gb if m in catalog.MODELS else largest for m in models)
+    known = {**catalog.MODELS, **(extra or {})}  # the stack's modelCatalog sizes what the catalogue lacks
+    largest = max(m.size_gb for m in known.values())
+    worst = max((sum(known[m].size_gb if m in known else largest for m in models)
                  for models in models_per_workload), default=0.0)
     minutes = PULL_OVERHEAD_MIN + worst * 1000 / PULL_RATE_MB_S / 60
     return max(PULL_FLOOR_MIN, int(math.ceil(minutes / 5) * 5))
@@ -150,6 +154,31 @@ def postgres_password_on_start(wait_seconds: int = 600) -> str:
     ]) + "\n"
 
 
+def grafana_admin_password_on_start(wait_seconds: int = 180) -> str:
+    """postStart hook of the Grafana container: GF_SECURITY_ADMIN_PASSWORD only sets the admin password
+    when Grafana creates its database; this applies the current one to an existing database, in every
+    new container (a rotated Secret rolls the pod through its checksum). The password travels on
+    stdin from the container's own environment, never on a command line."""
+    return "\n".join([
+        "set -eu",
+        f"deadline=$(( $(date +%s) + {int(wait_seconds)} ))",
+        "until printf '%s\\n' \"$GF_SECURITY_ADMIN_PASSWORD\" | grafana cli --homepath /usr/share/grafana "
+        "admin reset-admin-password --password-from-stdin >/dev/null 2>&1; do",
+        '  if [ "$(date +%s)" -ge "$deadline" ]; then echo "grafana: the current admin password could not be applied" >&2; exit 1; fi',
+        "  sleep 3",
+        "done",
+    ]) + "\n"
+
+
+def start_hook(spec: ServiceSpec) -> list[str] | None:
+    """The postStart command that applies the spec's password inside each new container."""
+    pa = spec.password_apply
+    if pa is None:
+        return None
+    script = postgres_password_on_start() if pa.service == "postgres" else grafana_admin_password_on_start()
+    return ["sh", "-c", script]
+
+
 def probe(h: HealthSpec, *, initial: int = 0, failures: int | None = None) -> dict:
     if h.http_path and h.port:
         action: dict = {"httpGet": {"path": h.http_path, "port": h.port}}
@@ -174,14 +203,11 @@ class KubernetesPlatformArgs:
     images: dict[str, str] | None = None
     # How long `up` waits for a model pull and for GPU workloads (TIMEOUT_ANNOTATION).
     model_pull_timeout_minutes: int = PULL_FLOOR_MIN
-    # service -> command run by the kubelet in each new container of it (postStart).
-    start_hooks: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
 
 class KubernetesPlatform(pulumi.ComponentResource):
     """One namespace: the place every component's workloads land on the kubernetes platform."""
 
-    kind = "kubernetes"
     namespace_name: str
 
     def __init__(self, name: str, args: KubernetesPlatformArgs, opts: pulumi.ResourceOptions | None = None):
@@ -225,9 +251,67 @@ class KubernetesPlatform(pulumi.ComponentResource):
     # ------------------------------------------------------------------ shared interface with DockerHost
 
     def child_opts(self, parent: pulumi.Resource, *, depends_on: Sequence[pulumi.Resource] = (),
-                   **kw) -> pulumi.ResourceOptions:
+                   renamed_from: tuple[str, str] | None = None, **kw) -> pulumi.ResourceOptions:
+        """renamed_from=(old, new): the resource was named `old` before; the alias keeps its identity."""
         deps = list(self.gate) + [d for d in depends_on if d is not None]
+        if renamed_from and renamed_from[0] != renamed_from[1]:
+            kw["aliases"] = [pulumi.Alias(name=renamed_from[0])]
         return pulumi.ResourceOptions(parent=parent, provider=self.args.provider, depends_on=deps, **kw)
+
+    def connect(self, name: str, flows: Sequence, routes: Mapping[str, tuple[str, int]]) -> dict[str, str]:
+        """Default-deny NetworkPolicies that open exactly `flows` (plus the ingress controller to each
+        route's service), and the TLS Ingress for the routes that have a host name in config."""
+        from components.platforms.kubernetes_network import ClusterNetwork, ClusterNetworkArgs, Flow, merge_flows
+
+        ing = self.kube.ingress
+        flows = [*flows, *(Flow(f"ns:{ing.controller_namespace}", svc, (port,)) for svc, port in routes.values())]
+        network = ClusterNetwork(name, ClusterNetworkArgs(
+            platform=self, flows=merge_flows(flows), ingress=ing,
+            routes={k: v for k, v in routes.items() if k in ing.hosts}))
+        return network.hosts
+
+    def network_name(self, network: str) -> str:
+        return self.namespace_name  # every pod of the namespace shares the cluster network
+
+    def provision_store(self, name: str, parent: pulumi.Resource, store: ModelStoreConfig,
+                        owner: str) -> pulumi.Resource | None:
+        if store.kind == "pvc":
+            return self.shared_claim(name, parent, store.storage_class, store.size_gb)
+        if store.kind == "hostPath":
+            return None  # the node's directory; the kubelet creates it (hostPath type DirectoryOrCreate)
+        raise ValueError(f"modelStores.{name}: a {store.kind} store cannot be held by the namespace {self.name}")
+
+    def prepare_models(self, name: str, parent: pulumi.Resource, *, image: str, models: Sequence[str],
+                       mount: MountSpec | None, env: dict[str, str],
+                       depends_on: Sequence[pulumi.Resource] = ()) -> pulumi.Resource | None:
+        """The shared claim is filled once by a Job; the servers start after it and mount it read-only."""
+        if mount is None or not models:
+            return None
+        from components import host_scripts as scripts
+
+        return self.job(name, ServiceSpec(
+            name=name, image=image, cpus=1, memory_gb=2, entrypoint=("/bin/bash", "-c"),
+            command=(scripts.ollama_pull_job(list(models)),), env=env, mounts=(mount,), needs_root=True,
+        ), parent, depends_on=depends_on)
+
+    def load_models(self, name: str, parent: pulumi.Resource, **_) -> None:
+        return None  # servers here never write the store: prepare_models filled it
+
+    def telemetry(self) -> NodeTelemetry:
+        gpu = "dcgm" if self.cfg.gpus and not self.kube.managed_dcgm else None
+        return NodeTelemetry(node_metrics=False, gpu_exporter=gpu, log_discovery="kubernetes",
+                             namespace=self.namespace_name)
+
+    def agent(self, name: str, spec: ServiceSpec, parent: pulumi.Resource, *, gpu_nodes: bool = False,
+              api_read: Sequence[dict] = ()) -> pulumi.Resource:
+        if api_read:
+            self.service_account(name, spec.service_account or spec.name, parent, list(api_read))
+        if gpu_nodes:
+            # Without a GPU request the NVIDIA runtime shows a pod the node's GPUs only when asked to:
+            # the exporter watches them and leaves every GPU to the workloads.
+            spec = dataclasses.replace(spec, gpu=None, env={**spec.env, "NVIDIA_VISIBLE_DEVICES": "all"})
+            return self.daemon(name, spec, parent, gpu_nodes=True)
+        return self.run(name, spec, parent)
 
     def image_ref(self, key: str) -> str:
         return (self.args.images or {}).get(key, catalog.IMAGES[key].ref)
@@ -276,24 +360,27 @@ class KubernetesPlatform(pulumi.ComponentResource):
 
     def shared_claim(self, name: str, parent: pulumi.Resource, storage_class: str, size_gb: int) -> k8s.core.v1.PersistentVolumeClaim:
         return k8s.core.v1.PersistentVolumeClaim(
-            f"{self.name}-{name}",
+            f"{name}-claim",
             metadata=self.meta(name),
             spec={"accessModes": ["ReadWriteMany"], "storageClassName": storage_class,
                   "resources": {"requests": {"storage": storage_quantity(size_gb)}}},
             # Model weights outlive the stack: never deleted by pulumi destroy or a replacement.
-            opts=self.child_opts(parent, protect=True, retain_on_delete=True))
+            opts=self.child_opts(parent, protect=True, retain_on_delete=True,
+                                 renamed_from=(f"{self.name}-{name}", f"{name}-claim")))
 
-    def service_account(self, name: str, parent: pulumi.Resource, rules: list[dict]) -> pulumi.Resource:
+    def service_account(self, res: str, name: str, parent: pulumi.Resource, rules: list[dict]) -> pulumi.Resource:
         """A ServiceAccount with a namespace-scoped Role: the least a pod needs to read the API."""
-        sa = k8s.core.v1.ServiceAccount(f"{self.name}-{name}-sa", metadata=self.meta(name),
-                                        automount_service_account_token=False, opts=self.child_opts(parent))
-        role = k8s.rbac.v1.Role(f"{self.name}-{name}-role", metadata=self.meta(name), rules=rules,
-                                opts=self.child_opts(parent))
+        def opts(suffix: str, **kw):
+            return self.child_opts(parent, renamed_from=(f"{self.name}-{name}-{suffix}", f"{res}-{suffix}"), **kw)
+
+        sa = k8s.core.v1.ServiceAccount(f"{res}-sa", metadata=self.meta(name),
+                                        automount_service_account_token=False, opts=opts("sa"))
+        role = k8s.rbac.v1.Role(f"{res}-role", metadata=self.meta(name), rules=rules, opts=opts("role"))
         return k8s.rbac.v1.RoleBinding(
-            f"{self.name}-{name}-binding", metadata=self.meta(name),
+            f"{res}-binding", metadata=self.meta(name),
             role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
             subjects=[{"kind": "ServiceAccount", "name": name, "namespace": self.namespace_name}],
-            opts=self.child_opts(parent, depends_on=[sa, role]))
+            opts=opts("binding", depends_on=[sa, role]))
 
     # ------------------------------------------------------------------ workloads
 
@@ -366,8 +453,9 @@ class KubernetesPlatform(pulumi.ComponentResource):
             if h.start_period_s >= 60:
                 # Slow starts (model loads) get a startup probe, so liveness does not kill them meanwhile.
                 container["startupProbe"] = probe(h, failures=max(1, h.start_period_s // h.interval_s))
-        if svc in self.args.start_hooks:
-            container["lifecycle"] = {"postStart": {"exec": {"command": list(self.args.start_hooks[svc])}}}
+        hook = start_hook(spec)
+        if hook is not None:
+            container["lifecycle"] = {"postStart": {"exec": {"command": hook}}}
         # stop_signal has no Kubernetes field before 1.33 (alpha): the runtime sends the image's
         # STOPSIGNAL, which is the signal the spec asks for where it names one (postgres: SIGINT).
         pod: dict = {"containers": [container], "securityContext": pod_security,
@@ -387,7 +475,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
             pod["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
         return pod, claims
 
-    def _config_objects(self, spec: ServiceSpec, parent: pulumi.Resource) -> tuple[list[pulumi.Resource], dict]:
+    def _config_objects(self, name: str, spec: ServiceSpec, parent: pulumi.Resource) -> tuple[list[pulumi.Resource], dict]:
         """The Secret and ConfigMap a service reads, and the pod-template annotations that roll its pods
         when either changes (a Secret or ConfigMap update alone restarts nothing)."""
         svc = spec.name
@@ -396,17 +484,17 @@ class KubernetesPlatform(pulumi.ComponentResource):
         if spec.secret_env:
             values = dict(sorted(spec.secret_env.items()))
             made.append(k8s.core.v1.Secret(
-                f"{self.name}-{svc}-env", metadata=self.meta(f"{svc}-env", labels_for(svc)), type="Opaque",
+                f"{name}-env", metadata=self.meta(f"{svc}-env", labels_for(svc)), type="Opaque",
                 # `data`, base64, as the provider stores it (it rewrites stringData into data).
                 data={k: pulumi.Output.secret(v).apply(lambda s: base64.b64encode(s.encode()).decode())
                       for k, v in values.items()},
-                opts=self.child_opts(parent)))
+                opts=self.child_opts(parent, renamed_from=(f"{self.name}-{svc}-env", f"{name}-env"))))
             annotations[ENV_CHECKSUM] = self.checksum(values)
         if spec.files:
             contents = {_key(f.name): f.content for f in sorted(spec.files, key=lambda f: f.name)}
             made.append(k8s.core.v1.ConfigMap(
-                f"{self.name}-{svc}-files", metadata=self.meta(f"{svc}-files", labels_for(svc)),
-                data=contents, opts=self.child_opts(parent)))
+                f"{name}-files", metadata=self.meta(f"{svc}-files", labels_for(svc)), data=contents,
+                opts=self.child_opts(parent, renamed_from=(f"{self.name}-{svc}-files", f"{name}-files"))))
             annotations[FILES_CHECKSUM] = self.checksum(contents)
         return made, annotations
 
@@ -417,9 +505,11 @@ class KubernetesPlatform(pulumi.ComponentResource):
             metadata["annotations"] = annotations
         return {"metadata": metadata, "spec": pod}
 
-    def run(self, spec: ServiceSpec, parent: pulumi.Resource, depends_on: Sequence[pulumi.Resource] = ()):
+    def run(self, name: str, spec: ServiceSpec, parent: pulumi.Resource,
+            depends_on: Sequence[pulumi.Resource] = ()) -> pulumi.Resource:
         svc = spec.name
-        made, checksums = self._config_objects(spec, parent)
+        old = f"{self.name}-{svc}"
+        made, checksums = self._config_objects(name, spec, parent)
         deps = list(depends_on) + made
         pod, claims = self.pod_spec(spec)
         template = self._template(svc, pod, checksums)
@@ -432,8 +522,8 @@ class KubernetesPlatform(pulumi.ComponentResource):
                           "template": template}
             if claims:
                 body["volumeClaimTemplates"] = claims
-            workload = k8s.apps.v1.StatefulSet(f"{self.name}-{svc}", metadata=meta, spec=body,
-                                               opts=self.child_opts(parent, depends_on=deps))
+            workload = k8s.apps.v1.StatefulSet(name, metadata=meta, spec=body,
+                                               opts=self.child_opts(parent, depends_on=deps, renamed_from=(old, name)))
         else:
             strategy = {"type": "Recreate"} if spec.gpu else {
                 "type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
@@ -450,60 +540,62 @@ class KubernetesPlatform(pulumi.ComponentResource):
             # Deployment starts at the API server's default of 1 and the HPA raises it to minReplicas
             # within one sync (15 s). Upgrading a Deployment whose spec.replicas the program still owns
             # (the HPA never changed it) drops it back to that default once, until the HPA acts.
-            workload = k8s.apps.v1.Deployment(f"{self.name}-{svc}", metadata=meta, spec=body,
-                                              opts=self.child_opts(parent, depends_on=deps))
+            workload = k8s.apps.v1.Deployment(name, metadata=meta, spec=body,
+                                              opts=self.child_opts(parent, depends_on=deps, renamed_from=(old, name)))
         if spec.ports:
-            self._service(svc, spec, parent)
+            self._service(name, svc, spec, parent)
         if spec.autoscale:
             lo, hi, cpu = spec.autoscale
             k8s.autoscaling.v2.HorizontalPodAutoscaler(
-                f"{self.name}-{svc}-hpa", metadata=self.meta(svc),
+                f"{name}-hpa", metadata=self.meta(svc),
                 spec={"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": svc},
                       "minReplicas": lo, "maxReplicas": hi,
                       "metrics": [{"type": "Resource", "resource": {
                           "name": "cpu", "target": {"type": "Utilization", "averageUtilization": cpu}}}]},
-                opts=self.child_opts(parent))
+                opts=self.child_opts(parent, renamed_from=(f"{old}-hpa", f"{name}-hpa")))
             k8s.policy.v1.PodDisruptionBudget(
-                f"{self.name}-{svc}-pdb", metadata=self.meta(svc),
+                f"{name}-pdb", metadata=self.meta(svc),
                 spec={"minAvailable": max(1, lo - 1), "selector": {"matchLabels": {NAME_LABEL: svc}}},
-                opts=self.child_opts(parent))
+                opts=self.child_opts(parent, renamed_from=(f"{old}-pdb", f"{name}-pdb")))
         return workload
 
-    def _service(self, svc: str, spec: ServiceSpec, parent: pulumi.Resource) -> k8s.core.v1.Service:
+    def _service(self, name: str, svc: str, spec: ServiceSpec, parent: pulumi.Resource) -> k8s.core.v1.Service:
         return k8s.core.v1.Service(
-            f"{self.name}-{svc}-service", metadata=self.meta(svc),
+            f"{name}-service", metadata=self.meta(svc),
             spec={"selector": {NAME_LABEL: svc}, "ports": [
                 {"name": p.name[:15], "port": p.container, "targetPort": p.container,
                  "protocol": p.protocol.upper()} for p in spec.ports]},
-            opts=self.child_opts(parent))
+            opts=self.child_opts(parent, renamed_from=(f"{self.name}-{svc}-service", f"{name}-service")))
 
-    def daemon(self, spec: ServiceSpec, parent: pulumi.Resource, gpu_nodes: bool = False) -> k8s.apps.v1.DaemonSet:
+    def daemon(self, name: str, spec: ServiceSpec, parent: pulumi.Resource,
+               gpu_nodes: bool = False) -> k8s.apps.v1.DaemonSet:
         """One pod per node; with gpu_nodes, per GPU node, watching the GPUs without claiming one."""
         svc = spec.name
-        made, checksums = self._config_objects(spec, parent)
+        made, checksums = self._config_objects(name, spec, parent)
         pod, _ = self.pod_spec(spec)
         if gpu_nodes:
             pod["nodeSelector"] = {GKE_ACCELERATOR: self.kube.accelerator}
             pod["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
         ds = k8s.apps.v1.DaemonSet(
-            f"{self.name}-{svc}", metadata=self.meta(svc),
+            name, metadata=self.meta(svc),
             spec={"selector": {"matchLabels": {NAME_LABEL: svc}}, "template": self._template(svc, pod, checksums)},
-            opts=self.child_opts(parent, depends_on=made))
+            opts=self.child_opts(parent, depends_on=made, renamed_from=(f"{self.name}-{svc}", name)))
         if spec.ports:
-            self._service(svc, spec, parent)
+            self._service(name, svc, spec, parent)
         return ds
 
     def job(self, name: str, spec: ServiceSpec, parent: pulumi.Resource,
             depends_on: Sequence[pulumi.Resource] = ()) -> k8s.batch.v1.Job:
         """A run-to-completion pod. Jobs on this platform fill model stores, so they get the pull timeout."""
-        made, checksums = self._config_objects(spec, parent)
+        made, checksums = self._config_objects(name, spec, parent)
         pod, _ = self.pod_spec(spec, restart_never=True)
         pod["containers"][0].pop("readinessProbe", None)
         pod["containers"][0].pop("livenessProbe", None)
         pod["containers"][0].pop("startupProbe", None)
         return k8s.batch.v1.Job(
-            f"{self.name}-{name}", metadata=self.meta(name, labels_for(spec.name), self.pull_timeout()),
+            name, metadata=self.meta(name, labels_for(spec.name), self.pull_timeout()),
             spec={"backoffLimit": 3, "template": self._template(spec.name, pod, checksums)},
             # pulumi-kubernetes waits for the Job to complete before dependants are created, for up to
             # the pull timeout (the Job awaiter: provider/pkg/await/job.go).
-            opts=self.child_opts(parent, depends_on=[*depends_on, *made], delete_before_replace=True))
+            opts=self.child_opts(parent, depends_on=[*depends_on, *made], delete_before_replace=True,
+                                 renamed_from=(f"{self.name}-{name}", name)))

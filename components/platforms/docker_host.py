@@ -7,21 +7,24 @@ so every resource on a host uses that host's providers and nothing crosses hosts
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import pwd
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
-from . import catalog, scripts
-from .config import HostConfig
-from .provider_forms import docker_cpus, go_duration, mebibytes
-from .workload import CONFIG_MOUNT, MountSpec, ServiceSpec
+from components.config import catalog
+from components import host_scripts as scripts
+from components.config.schema import HostConfig, ModelStoreConfig
+from components.platforms.base import NodeTelemetry
+from components.platforms.forms import docker_cpus, go_duration, mebibytes
+from components.platforms.workload import CONFIG_MOUNT, GpuSpec, MountSpec, ServiceSpec
 
 LOG_OPTS = {"max-file": "3", "max-size": "10m"}
 MANAGED_LABEL = "org.octollm.managed-by"
@@ -195,7 +198,6 @@ class DockerHost(pulumi.ComponentResource):
     """One Docker host: its networks, and the helpers every component uses to place work on it."""
 
     networks: dict[str, docker.Network]
-    kind = "docker"
 
     def __init__(self, name: str, args: DockerHostArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("octollm:index:DockerHost", name, None, opts)
@@ -234,9 +236,13 @@ class DockerHost(pulumi.ComponentResource):
     # ------------------------------------------------------------------ options
 
     def child_opts(self, parent: pulumi.Resource, *, provider: str = "docker",
-                   depends_on: Sequence[pulumi.Resource] = (), **kw) -> pulumi.ResourceOptions:
+                   depends_on: Sequence[pulumi.Resource] = (), renamed_from: tuple[str, str] | None = None,
+                   **kw) -> pulumi.ResourceOptions:
+        """renamed_from=(old, new): the resource was named `old` before; the alias keeps its identity."""
         prov = self.args.docker_provider if provider == "docker" else self.args.command_provider
         deps = list(self.gate) + [d for d in depends_on if d is not None]
+        if renamed_from and renamed_from[0] != renamed_from[1]:
+            kw["aliases"] = [pulumi.Alias(name=renamed_from[0])]
         return pulumi.ResourceOptions(parent=parent, provider=prov, depends_on=deps or None, **kw)
 
     @property
@@ -269,13 +275,14 @@ class DockerHost(pulumi.ComponentResource):
     def command(self, name: str, parent: pulumi.Resource, create: str, *,
                 update: str | None = None, delete: str | None = None,
                 stdin: pulumi.Input[str] | None = None, triggers: list | None = None,
-                depends_on: Sequence[pulumi.Resource] = (), keep: bool = False) -> pulumi.CustomResource:
+                depends_on: Sequence[pulumi.Resource] = (), keep: bool = False,
+                renamed_from: tuple[str, str] | None = None) -> pulumi.CustomResource:
         """Run a script on the host: over SSH for an ssh host, locally for the local host.
 
         keep=True marks a step that creates data (directories, datasets): it is protected and
         retained, so neither `pulumi destroy` nor a replacement removes what it made.
         """
-        opts = self.child_opts(parent, provider="command", depends_on=depends_on,
+        opts = self.child_opts(parent, provider="command", depends_on=depends_on, renamed_from=renamed_from,
                                protect=keep or None, retain_on_delete=keep or None)
         if self.cfg.kind == "local":
             return command.local.Command(
@@ -292,6 +299,50 @@ class DockerHost(pulumi.ComponentResource):
 
     def appdata(self, *parts: str) -> str:
         return "/".join([self.cfg.appdata_root.rstrip("/"), *parts])
+
+    def connect(self, name: str, flows: Sequence, routes: Mapping[str, tuple[str, int]]) -> None:
+        """Nothing to add: a host's isolation is its bridge networks (created with the host, `internal`
+        where configured), and its services are published on host ports, not through an ingress."""
+        return None
+
+    def network_name(self, network: str) -> pulumi.Output[str]:
+        return self.networks[network].name
+
+    def provision_store(self, name: str, parent: pulumi.Resource, store: ModelStoreConfig,
+                        owner: str) -> pulumi.Resource:
+        if store.kind == "hostPath":
+            return self.ensure_dirs(f"{name}-dir", parent, [store.path], owner=owner)
+        if store.kind == "zfs":
+            return self.command(
+                f"{name}-dataset", parent,
+                scripts.zfs_dataset(store.dataset, store.path, store.recordsize, store.compression, owner), keep=True)
+        if store.kind == "nfs":
+            return self.command(
+                f"{name}-export", parent,
+                scripts.nfs_export(store.path, store.client_cidr, store.export_options, owner), keep=True)
+        raise ValueError(f"modelStores.{name}: a {store.kind} store cannot be held by the Docker host {self.name}")
+
+    def prepare_models(self, name: str, parent: pulumi.Resource, **_) -> None:
+        return None  # the server pulls into its own store once it runs (load_models)
+
+    def load_models(self, name: str, parent: pulumi.Resource, *, service: str, models: Sequence[str],
+                    depends_on: Sequence[pulumi.Resource] = ()) -> pulumi.Resource:
+        # Re-runs exactly when the model list changes (the trigger); the script skips models
+        # already present, so a re-run after a failure is cheap and safe.
+        return self.command(name, parent, scripts.ollama_pull(self.container_name(service), list(models)),
+                            triggers=list(models), depends_on=depends_on)
+
+    def telemetry(self) -> NodeTelemetry:
+        ex = self.cfg.exporters
+        gpu = ex.gpu_exporter if self.cfg.gpus and ex.gpu_exporter != "none" else None
+        return NodeTelemetry(node_metrics=True, gpu_exporter=gpu, log_discovery="docker")
+
+    def agent(self, name: str, spec: ServiceSpec, parent: pulumi.Resource, *, gpu_nodes: bool = False,
+              api_read: Sequence[dict] = ()) -> docker.Container:
+        # One host is one node; a GPU exporter container sees the GPUs only through a device request.
+        if gpu_nodes and spec.gpu is None:
+            spec = dataclasses.replace(spec, gpu=GpuSpec(count=-1))
+        return self.run(name, spec, parent)
 
     def url(self, service: str, port: int, container_port: int | None = None) -> str:
         """Where a user reaches a published port of this host."""
@@ -314,10 +365,10 @@ class DockerHost(pulumi.ComponentResource):
 
     # ------------------------------------------------------------------ containers
 
-    def run(self, spec: ServiceSpec, parent: pulumi.Resource,
+    def run(self, name: str, spec: ServiceSpec, parent: pulumi.Resource,
             depends_on: Sequence[pulumi.Resource] = (),
             extra_mounts: Sequence[docker.ContainerMountArgs] = ()) -> docker.Container:
-        files = self._write_files(spec, parent)
+        files = self._write_files(name, spec, parent)
         mounts = list(extra_mounts) + [self._mount(m) for m in spec.mounts]
         if files:
             mounts.append(docker.ContainerMountArgs(
@@ -347,8 +398,8 @@ class DockerHost(pulumi.ComponentResource):
                 count=spec.gpu.count if not spec.gpu.device_ids else None,
                 device_ids=list(spec.gpu.device_ids) or None)]
         image = self.image(spec.image)
-        return docker.Container(
-            f"{self.name}-{spec.name}",
+        container = docker.Container(
+            name,
             name=self.container_name(spec.name),
             image=image.image_id,
             command=list(spec.command) or None,
@@ -389,20 +440,39 @@ class DockerHost(pulumi.ComponentResource):
             wait_timeout=600 if spec.wait_healthy else None,
             # A fixed container name and fixed host ports cannot exist twice: the old container
             # must go before its replacement starts (and a single GPU cannot be held by both).
-            opts=self.child_opts(parent, depends_on=[*depends_on, *files], delete_before_replace=True),
+            opts=self.child_opts(parent, depends_on=[*depends_on, *files], delete_before_replace=True,
+                                 renamed_from=(f"{self.name}-{spec.name}", name)),
         )
+        if spec.password_apply is not None:
+            self._apply_password(name, spec, parent, container)
+        return container
+
+    def _apply_password(self, name: str, spec: ServiceSpec, parent: pulumi.Resource,
+                        container: docker.Container) -> pulumi.Resource:
+        """Re-runs when the password changes (stdin is an input), so a rotation reaches the data."""
+        pa = spec.password_apply
+        cname = self.container_name(spec.name)
+        if pa.service == "postgres":
+            script = scripts.postgres_set_password(cname, pa.user, pa.database)
+        else:
+            script = scripts.grafana_set_admin_password(cname)
+        password = pulumi.Output.from_input(spec.secret_env[pa.env])
+        return self.command(f"{name}-password-sync", parent, script,
+                            stdin=password.apply(lambda pw: pw + "\n"), depends_on=[container])
 
     def _config_dir(self, spec: ServiceSpec) -> str:
         return self.appdata("config", spec.name)
 
-    def _write_files(self, spec: ServiceSpec, parent: pulumi.Resource) -> list[pulumi.Resource]:
+    def _write_files(self, name: str, spec: ServiceSpec, parent: pulumi.Resource) -> list[pulumi.Resource]:
         out = []
         for f in sorted(spec.files, key=lambda f: f.name):
             path = f"{self._config_dir(spec)}/{f.name}"
             script = scripts.write_file(path, self.cfg.data_owner, self.container_name(spec.name), f.reload_signal)
             # The file is its own resource: a changed scrape target rewrites the file (and
             # signals the service) instead of replacing the container.
-            out.append(self.command(f"{self.name}-{spec.name}-file-{slug(f.name)}", parent, script, stdin=f.content))
+            out.append(self.command(f"{name}-file-{slug(f.name)}", parent, script, stdin=f.content,
+                                    renamed_from=(f"{self.name}-{spec.name}-file-{slug(f.name)}",
+                                                  f"{name}-file-{slug(f.name)}")))
         return out
 
     def _mount(self, m: MountSpec) -> docker.ContainerMountArgs:

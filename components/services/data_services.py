@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_random as random
 
-from . import scripts
-from .config import DataServicesConfig, RedisConfig
-from .docker_host import DockerHost
-from .workload import GRACE_DATA, HealthSpec, MountSpec, PortSpec, ServiceSpec, http_health
+from components.config.schema import DataServicesConfig, RedisConfig
+from components.platforms.base import Platform
+from components.platforms.workload import (GRACE_DATA, HealthSpec, MountSpec, PasswordApply, PortSpec, ServiceSpec,
+                                           http_health)
 
 
 def secret_or_generated(parent: pulumi.Resource, name: str, given: pulumi.Input[str] | None,
@@ -32,7 +32,7 @@ def secret_or_generated(parent: pulumi.Resource, name: str, given: pulumi.Input[
 @dataclass
 class DataServicesArgs:
     config: DataServicesConfig
-    platform: DockerHost
+    platform: Platform
     postgres_password: pulumi.Input[str] | None = None
     redis_password: pulumi.Input[str] | None = None
     qdrant_api_key: pulumi.Input[str] | None = None
@@ -63,7 +63,7 @@ class DataServices(pulumi.ComponentResource):
             pg = cfg.postgres
             self.postgres_password = secret_or_generated(self, f"{name}-postgres-password", args.postgres_password,
                                                          rotation=(args.rotate or {}).get("postgres"))
-            self.containers["postgres"] = host.run(ServiceSpec(
+            self.containers["postgres"] = host.run(f"{name}-postgres", ServiceSpec(
                 name="postgres", image=host.image_ref("postgres"),
                 cpus=pg.limits.cpus, memory_gb=pg.limits.memory_gb,
                 env={"POSTGRES_DB": pg.database, "POSTGRES_USER": pg.user,
@@ -76,19 +76,9 @@ class DataServices(pulumi.ComponentResource):
                 # SIGINT is PostgreSQL's fast shutdown (the image's own STOPSIGNAL, stated so a
                 # replacement never depends on it): transactions roll back, a checkpoint is written.
                 stop_signal="SIGINT", stop_grace_s=GRACE_DATA,
+                # POSTGRES_PASSWORD only initialises a new cluster: a rotation must reach the data.
+                password_apply=PasswordApply("postgres", "POSTGRES_PASSWORD", user=pg.user, database=pg.database),
             ), self, depends_on=[data_dirs])
-            if host.kind == "docker":
-                # Re-runs when the password changes (stdin is an input), so a rotation reaches the data.
-                host.command(f"{name}-postgres-password-sync", self,
-                             scripts.postgres_set_password(host.container_name("postgres"), pg.user, pg.database),
-                             stdin=self.postgres_password.apply(lambda pw: pw + "\n"),
-                             depends_on=[self.containers["postgres"]])
-            else:
-                # Kubernetes: no exec from outside. The postgres container's postStart hook applies the
-                # password from its own environment (kubernetes_platform.postgres_password_on_start, set up
-                # by stack.deploy_kubernetes), and a changed password rolls the pod through the checksum
-                # of its Secret on the pod template, so the hook runs again with the new one.
-                pass
             self.urls["postgres"] = host.url("postgres", pg.port, 5432).replace("http://", "postgresql://") + \
                 f"/{pg.database}"
 
@@ -96,7 +86,7 @@ class DataServices(pulumi.ComponentResource):
             r = cfg.redis
             self.redis_password = secret_or_generated(self, f"{name}-redis-password", args.redis_password,
                                                       rotation=(args.rotate or {}).get("redis"))
-            self.containers["redis"] = host.run(redis_spec(
+            self.containers["redis"] = host.run(f"{name}-redis", redis_spec(
                 "redis", host.image_ref("redis"), r, bind, host.appdata("redis"), owner, cfg.network,
                 self.redis_password, labels.get("redis", {})), self, depends_on=[data_dirs])
             self.urls["redis"] = host.url("redis", r.port or 6379, 6379).replace("http://", "redis://")
@@ -105,7 +95,7 @@ class DataServices(pulumi.ComponentResource):
             qd = cfg.qdrant
             self.qdrant_api_key = secret_or_generated(self, f"{name}-qdrant-api-key", args.qdrant_api_key,
                                                       rotation=(args.rotate or {}).get("qdrant"))
-            self.containers["qdrant"] = host.run(ServiceSpec(
+            self.containers["qdrant"] = host.run(f"{name}-qdrant", ServiceSpec(
                 name="qdrant", image=host.image_ref("qdrant"),
                 cpus=qd.limits.cpus, memory_gb=qd.limits.memory_gb,
                 secret_env={"QDRANT__SERVICE__API_KEY": self.qdrant_api_key},

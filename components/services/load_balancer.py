@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import pulumi
 import yaml
 
-from .config import LoadBalancerConfig
-from .docker_host import DockerHost
-from .workload import GRACE_SERVICE, ConfigFileSpec, HealthSpec, PortSpec, ServiceSpec
+from components.config.schema import LoadBalancerConfig
+from components.platforms.base import Platform
+from components.platforms.workload import GRACE_SERVICE, ConfigFileSpec, HealthSpec, PortSpec, ServiceSpec
 
 ENTRYPOINT_PORT = 8000
 METRICS_PORT = 8082
@@ -39,7 +39,7 @@ def auth_config(users: str) -> str:
 @dataclass
 class LoadBalancerArgs:
     config: LoadBalancerConfig
-    platform: DockerHost
+    platform: Platform
     backends: list[str]  # URLs of every Ollama instance
     users: pulumi.Input[str] | None = None  # htpasswd lines, secret
 
@@ -73,7 +73,7 @@ class LoadBalancer(pulumi.ComponentResource):
             command += ["--api.dashboard=true", "--api.insecure=true",
                         f"--entrypoints.traefik.address=:{DASHBOARD_PORT}"]
             ports.append(PortSpec(DASHBOARD_PORT, cfg.dashboard_port, host.cfg.publish_address, name="dashboard"))
-        self.container = host.run(ServiceSpec(
+        self.container = host.run(f"{name}-traefik", ServiceSpec(
             name="traefik", image=host.image_ref("traefik"), cpus=cfg.limits.cpus, memory_gb=cfg.limits.memory_gb,
             command=tuple(command), ports=tuple(ports), files=tuple(files),
             health=HealthSpec(("CMD", "traefik", "healthcheck", "--ping", "--ping.entrypoint=metrics",

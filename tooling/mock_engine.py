@@ -2,7 +2,7 @@
 
 `run_stack()` returns every registration the program made (type, name, inputs with secrets
 marked, parent, provider, options, dependencies) and the stack's exported outputs. The tests and
-the offline plan (`python -m components.plan`) both use it.
+the offline plan (`python -m tooling.plan`) both use it.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ class Registration:
     inputs: dict  # secrets unwrapped
     raw: dict  # wire form: secrets wrapped in {SECRET_SIG: SECRET_VALUE, "value": …}
     ignore_changes: list[str]
+    aliases: list[str] = field(default_factory=list)  # former names this resource is also known by
     property_dependencies: dict[str, list[str]] = field(default_factory=dict)  # input -> URNs it came from
 
     def is_secret(self, key: str) -> bool:
@@ -132,6 +133,9 @@ class RecordingMonitor(pmocks.MockMonitor):
                 delete_before_replace=bool(request.deleteBeforeReplace),
                 dependencies=list(request.dependencies), inputs=unwrap(inputs), raw=raw,
                 ignore_changes=list(request.ignoreChanges),
+                aliases=sorted({a.spec.name for a in request.aliases if a.HasField("spec") and a.spec.name}
+                               | {a.urn.rsplit("::", 1)[-1] for a in request.aliases if a.urn}
+                               | {u.rsplit("::", 1)[-1] for u in request.aliasURNs}),
                 property_dependencies={k: sorted(v.urns) for k, v in request.propertyDependencies.items()}))
         return resp
 
@@ -211,22 +215,29 @@ def stack_config(stack: str, root: Path | None = None) -> dict:
 
 
 def run_stack(stack: str, config: dict | None = None, secrets: dict | None = None,
-              home: str | None = None, preview: bool = False) -> Result:
-    """Run __main__.py with `config` (default: the stack file) plus `secrets` as secret config."""
-    cfg = copy.deepcopy(stack_config(stack) if config is None else config)
+              home: str | None = None, preview: bool = False, program: Path | None = None,
+              project: str = PROJECT) -> Result:
+    """Run __main__.py with `config` (default: the stack file) plus `secrets` as secret config.
+
+    program/project: another Pulumi program (an example) and the project its config keys belong to."""
+    cfg = copy.deepcopy(stack_config(stack) if config is None and program is None else (config or {}))
     secrets = secrets or {}
     wire = {}
     for k, v in {**cfg, **secrets}.items():
-        wire[f"{PROJECT}:{k}"] = v if isinstance(v, str) else json.dumps(v)
+        wire[f"{project}:{k}"] = v if isinstance(v, str) else json.dumps(v)
     mocks = Mocks()
     monitor = RecordingMonitor(mocks)
     settings.set_root_resource(None)  # type: ignore[arg-type]
-    pmocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
+    pmocks.set_mocks(mocks, project=project, stack=stack, preview=preview, monitor=monitor)
     settings.set_root_resource(None)  # type: ignore[arg-type]
-    pulumi.runtime.set_all_config(wire, [f"{PROJECT}:{k}" for k in secrets])
+    secret_keys = [f"{project}:{k}" for k in secrets]
+    pulumi.runtime.set_all_config(wire, secret_keys)
     logs: list[tuple[str, str]] = []
     error = None
-    old_home = os.environ.get("HOME")
+    # The program reads its config as the language host hands it over: in the environment.
+    saved_env = {k: os.environ.get(k) for k in ("HOME", "PULUMI_CONFIG", "PULUMI_CONFIG_SECRET_KEYS")}
+    os.environ["PULUMI_CONFIG"] = json.dumps(wire)
+    os.environ["PULUMI_CONFIG_SECRET_KEYS"] = json.dumps(secret_keys)
     if home is not None:
         os.environ["HOME"] = home
     engine = settings.SETTINGS.engine
@@ -240,14 +251,14 @@ def run_stack(stack: str, config: dict | None = None, secrets: dict | None = Non
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             _sync_await(run_pulumi_func(lambda: run_in_stack(
-                lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__"))))
+                lambda: runpy.run_path(str(program or ROOT / "__main__.py"), run_name="__main__"))))
     except BaseException as exc:  # noqa: BLE001 - the test inspects it
         error = exc
     finally:
         engine.Log = orig_log
-        if home is not None:
-            if old_home is None:
-                os.environ.pop("HOME", None)
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
             else:
-                os.environ["HOME"] = old_home
+                os.environ[k] = v
     return Result(stack, monitor.registrations, unwrap(monitor.outputs), monitor.outputs, logs, error)

@@ -76,6 +76,17 @@ class ConfigFileSpec:
 
 
 @dataclass(frozen=True)
+class PasswordApply:
+    """A password the service keeps in its own data, which its environment variable only sets on first
+    start: the platform applies `secret_env[env]` to the running service after every change of it."""
+
+    service: Literal["postgres", "grafana"]
+    env: str  # the secret_env key holding the password
+    user: str | None = None  # postgres: the role
+    database: str | None = None  # postgres: the database to connect to
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     name: str
     image: str
@@ -111,6 +122,23 @@ class ServiceSpec:
     autoscale: tuple[int, int, int] | None = None  # (min replicas, max replicas, target CPU %)
     service_account: str | None = None  # Kubernetes: the pod talks to the API (log shipping)
     needs_root: bool = False  # the image only works as root (Kubernetes then cannot enforce runAsNonRoot)
+    password_apply: PasswordApply | None = None
+
+
+EVERY_POD = "*"
+
+
+@dataclass(frozen=True)
+class Flow:
+    """`src` may open TCP connections to `dst` on `ports`.
+
+    src: a service name, EVERY_POD (any service of the platform) or "ns:<namespace>" (another namespace).
+    dst: a service name, or "world" (outside the platform, e.g. a cloud API or a managed database).
+    """
+
+    src: str
+    dst: str
+    ports: tuple[int, ...]
 
 
 def http_health(port: int, path: str, tool: Literal["wget", "curl", "bash", "python"] = "wget",

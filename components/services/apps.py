@@ -6,18 +6,18 @@ from dataclasses import dataclass
 
 import pulumi
 
-from .config import HomelabAiConfig, OpenWebUiConfig, PortainerConfig, WorkerConfig
-from .data_services import redis_spec, secret_or_generated
-from .docker_host import DockerHost
-from .shared_model_store import SharedModelStore
-from .workload import GRACE_SERVICE, MountSpec, PortSpec, ServiceSpec, http_health
+from components.config.schema import HomelabAiConfig, OpenWebUiConfig, PortainerConfig, WorkerConfig
+from components.services.data_services import redis_spec, secret_or_generated
+from components.platforms.base import Platform
+from components.services.shared_model_store import SharedModelStore
+from components.platforms.workload import GRACE_SERVICE, MountSpec, PortSpec, ServiceSpec, http_health
 
 # Images with no shell and no HTTP client cannot run a Docker health check; Prometheus probes
 # them over HTTP instead (the blackbox `http_2xx` module), which also raises ProbeFailed.
 PROBED_NOT_HEALTHCHECKED = {"portainer": "/api/system/status"}
 
 
-def _data_dir(name: str, parent: pulumi.Resource, host: DockerHost, service: str,
+def _data_dir(name: str, parent: pulumi.Resource, host: Platform, service: str,
               store: SharedModelStore | None, owner: str) -> tuple[str, pulumi.Resource]:
     """The service's data directory: its store (a dataset) when given, else one under appdata."""
     if store is not None:
@@ -29,7 +29,7 @@ def _data_dir(name: str, parent: pulumi.Resource, host: DockerHost, service: str
 @dataclass
 class OpenWebUiArgs:
     config: OpenWebUiConfig
-    platform: DockerHost
+    platform: Platform
     ollama_url: str  # the load balancer, or the single Ollama node
     secret_key: pulumi.Input[str] | None = None
     store: SharedModelStore | None = None
@@ -46,7 +46,7 @@ class OpenWebUi(pulumi.ComponentResource):
         self.secret_key = secret_or_generated(self, f"{name}-secret-key", args.secret_key, length=48,
                                               rotation=args.rotation)
         data, dirs = _data_dir(name, self, host, "open-webui", args.store, host.cfg.data_owner)
-        self.container = host.run(ServiceSpec(
+        self.container = host.run(f"{name}-open-webui", ServiceSpec(
             name="open-webui", image=host.image_ref("open-webui"),
             cpus=cfg.limits.cpus, memory_gb=cfg.limits.memory_gb,
             env={"OLLAMA_BASE_URL": args.ollama_url, "WEBUI_AUTH": "True", "ENABLE_SIGNUP": "False",
@@ -64,7 +64,7 @@ class OpenWebUi(pulumi.ComponentResource):
 @dataclass
 class PortainerArgs:
     config: PortainerConfig
-    platform: DockerHost
+    platform: Platform
     store: SharedModelStore | None = None
 
 
@@ -75,7 +75,7 @@ class Portainer(pulumi.ComponentResource):
         super().__init__("octollm:index:Portainer", name, None, opts)
         cfg, host = args.config, args.platform
         data, dirs = _data_dir(name, self, host, "portainer", args.store, "0:0")
-        self.container = host.run(ServiceSpec(
+        self.container = host.run(f"{name}-portainer", ServiceSpec(
             name="portainer", image=host.image_ref("portainer"), cpus=cfg.limits.cpus,
             memory_gb=cfg.limits.memory_gb,
             ports=(PortSpec(9000, cfg.port, host.cfg.publish_address),),
@@ -89,7 +89,7 @@ class Portainer(pulumi.ComponentResource):
 @dataclass
 class WorkerInfraArgs:
     config: WorkerConfig
-    platform: DockerHost
+    platform: Platform
     redis_password: pulumi.Input[str] | None = None
     rotation: str | None = None
 
@@ -106,7 +106,7 @@ class WorkerInfra(pulumi.ComponentResource):
                                                   rotation=args.rotation)
         data = cfg.redis_data_path or host.appdata("worker-redis")
         dirs = host.ensure_dirs(f"{name}-data-dir", self, [data])
-        self.redis = host.run(redis_spec(
+        self.redis = host.run(f"{name}-redis", redis_spec(
             "worker-redis", host.image_ref("redis"), cfg.redis, host.cfg.publish_address, data,
             host.cfg.data_owner, cfg.network, self.redis_password, {}), self, depends_on=[dirs])
         self.register_outputs({"redis": "redis://worker-redis:6379"})
@@ -115,7 +115,7 @@ class WorkerInfra(pulumi.ComponentResource):
 @dataclass
 class HomelabAiArgs:
     config: HomelabAiConfig
-    platform: DockerHost
+    platform: Platform
     backend_url: str
     vllm_image: str
 
@@ -131,7 +131,7 @@ class HomelabAi(pulumi.ComponentResource):
         bind = host.cfg.publish_address
         # llm-manager starts vLLM containers on the network it is itself attached to; the name
         # comes from that network resource, so the two cannot drift apart (seed 004).
-        network_name = host.networks[cfg.network].name
+        network_name = host.network_name(cfg.network)
 
         def spec(svc: str, image: str, port: int, env: dict, **kw) -> ServiceSpec:
             return ServiceSpec(
@@ -142,13 +142,13 @@ class HomelabAi(pulumi.ComponentResource):
                 stop_grace_s=GRACE_SERVICE, **kw)
 
         self.containers = {
-            "llm-router": host.run(spec("llm-router", "llm-router", cfg.router_port,
+            "llm-router": host.run(f"{name}-llm-router", spec("llm-router", "llm-router", cfg.router_port,
                                         {"BACKEND_URL": args.backend_url,
                                          "MANAGER_URL": f"http://llm-manager:{cfg.manager_port}"}), self),
-            "dashboard": host.run(spec("dashboard", "local-ai-dashboard", cfg.dashboard_port,
+            "dashboard": host.run(f"{name}-dashboard", spec("dashboard", "local-ai-dashboard", cfg.dashboard_port,
                                        {"ROUTER_URL": f"http://llm-router:{cfg.router_port}"}), self),
         }
-        self.containers["llm-manager"] = host.run(spec(
+        self.containers["llm-manager"] = host.run(f"{name}-llm-manager", spec(
             "llm-manager", "llm-manager", cfg.manager_port,
             {"VLLM_IMAGE": args.vllm_image, "DOCKER_NETWORK": network_name}, docker_socket=True), self)
         self.urls = {svc: f"http://{host.cfg.address}:{port}" for svc, port in

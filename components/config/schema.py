@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -24,9 +25,9 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from . import catalog
-from .provider_forms import cpus_round_trips, docker_cpus
-from .values import (Cidr, DataPath, GpuDeviceId, HostAddress, ImageRef, KubernetesName, LabelValue, ModelName,
+from components.config import catalog
+from components.platforms.forms import cpus_round_trips, docker_cpus
+from components.config.values import (Cidr, DataPath, GpuDeviceId, HostAddress, ImageRef, KubernetesName, LabelValue, ModelName,
                      NfsOptions, PgIdentifier, SshUser, StoreRelativePath, ZfsDataset)
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
@@ -289,6 +290,16 @@ class ModelStoreConfig(Model):
 Engine = Literal["ollama", "vllm", "llamacpp"]
 
 
+class ModelCatalogEntry(Model):
+    """A model the built-in catalogue does not know, described so budgets can count it."""
+
+    engine: Literal["ollama", "hf", "gguf"] = Field(
+        default="ollama", description="ollama: an Ollama tag; hf: a HuggingFace id (vLLM); gguf: a llama.cpp file")
+    size_gb: float = Field(gt=0, le=2000, description="bytes on disk, in GB (what the model store must hold)")
+    vram_gb: float = Field(gt=0, le=2000, description="VRAM it occupies loaded with the default context, in GB")
+    description: str = ""
+
+
 class InferenceConfig(Model):
     host: Name
     engine: Engine = "ollama"
@@ -321,13 +332,21 @@ class InferenceConfig(Model):
     context_size: int = Field(default=4096, ge=128)
     gpu_layers: int = Field(default=-1, ge=-1)
 
+    # The stack's modelCatalog, set by StackConfig: what this node looks models up in besides the catalogue.
+    _extra_models: dict = PrivateAttr(default_factory=dict)
+
+    def model_info(self, name: str) -> catalog.ModelInfo | None:
+        """What is known of a model: the stack's modelCatalog first, then the built-in catalogue."""
+        return self._extra_models.get(name) or catalog.MODELS.get(name)
+
     @model_validator(mode="after")
     def _engine_fields(self) -> "InferenceConfig":
         if self.engine == "ollama":
             for m in self.models:
-                if m not in catalog.MODELS or catalog.MODELS[m].engine != "ollama":
-                    known = sorted(k for k, v in catalog.MODELS.items() if v.engine == "ollama")
-                    raise ValueError(f"unknown Ollama model {m!r}; the catalogue knows {', '.join(known)}")
+                info = catalog.MODELS.get(m)
+                if info is not None and info.engine != "ollama":
+                    raise ValueError(f"{m!r} is a {info.engine} model, not an Ollama tag; serve it with "
+                                     f"engine: {'vllm' if info.engine == 'hf' else 'llamacpp'}")
             if len(set(self.models)) != len(self.models):
                 raise ValueError("models lists a model twice")
         if self.engine == "vllm":
@@ -571,6 +590,8 @@ class StackConfig(Model):
     workers: WorkerConfig | None = None
     homelab_ai: HomelabAiConfig | None = None
     images: dict[str, ImageRef] = {}
+    model_catalog: dict[ModelName, ModelCatalogEntry] = Field(
+        default={}, description="models the built-in catalogue does not know, with their size (sizeGb, vramGb)")
     rotate: dict[Literal["postgres", "redis", "qdrant", "grafana", "workerRedis", "webuiSecretKey"], str] = Field(
         default={}, description="change a value to regenerate that generated secret, e.g. postgres: 2026-11")
     # secrets: must be set with `pulumi config set --secret`
@@ -599,6 +620,20 @@ class StackConfig(Model):
 
     def image(self, key: str) -> str:
         return self.images.get(key, catalog.IMAGES[key].ref)
+
+    @model_validator(mode="after")
+    def _share_model_catalog(self) -> "StackConfig":
+        extra = {name: catalog.ModelInfo(e.engine, e.size_gb, e.vram_gb, e.description or name)
+                 for name, e in self.model_catalog.items()}
+        for node in self.all_inference.values():
+            node._extra_models = extra
+        return self
+
+    def model_info(self, name: str) -> catalog.ModelInfo | None:
+        if name in self.model_catalog:
+            e = self.model_catalog[name]
+            return catalog.ModelInfo(e.engine, e.size_gb, e.vram_gb, e.description or name)
+        return catalog.MODELS.get(name)
 
     @property
     def all_inference(self) -> dict[str, InferenceConfig]:
@@ -664,7 +699,7 @@ def load_stack_config(raw: dict, secret_keys: set[str] | None = None) -> tuple[S
         cfg = StackConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(problems + _pydantic_problems(exc)) from None
-    from .rules import check_rules  # rules need the typed model
+    from components.config.rules import check_rules  # rules need the typed model
 
     rule_problems, warnings = check_rules(cfg)
     problems += rule_problems

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import posixpath
 
-from . import catalog
-from .config import StackConfig
-from .docker_host import PARALLEL
-from .rules import engine_image_key, image_cuda, inventory
-from .scripts import PreflightSpec
+from components.config import catalog
+from components.config.schema import StackConfig
+from components.platforms.docker_host import PARALLEL
+from components.config.rules import engine_image_key, image_cuda, inventory
+from components.host_scripts import PreflightSpec
 
 MANAGED_BY = "pulumi/{stack}"
 
@@ -41,9 +41,9 @@ def preflight_spec(cfg: StackConfig, host_name: str, stack: str):
             dirs.add((store.path, store.owner or host.data_owner))
         for node in cfg.all_inference.values():
             if node.model_store == sname and not node.read_only:
-                sizes = [catalog.MODELS[m].size_gb for m in node.models if m in catalog.MODELS]
-                if node.model_path and node.model_path.rsplit("/", 1)[-1] in catalog.MODELS:
-                    sizes.append(catalog.MODELS[node.model_path.rsplit("/", 1)[-1]].size_gb)
+                sizes = [info.size_gb for m in node.models if (info := node.model_info(m))]
+                if node.model_path and (info := node.model_info(node.model_path.rsplit("/", 1)[-1])):
+                    sizes.append(info.size_gb)
                 disk[store.path] = disk.get(store.path, 0.0) + sum(sizes)
     min_driver, reason, gpu_image = None, "", None
     for name, node in sorted(cfg.all_inference.items()):

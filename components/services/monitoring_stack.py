@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 import pulumi
 import yaml
 
-from .config import MonitoringConfig
-from . import scripts
-from .data_services import secret_or_generated
-from .docker_host import DockerHost
-from .workload import GRACE_DATA, GRACE_SERVICE, ConfigFileSpec, GpuSpec, MountSpec, PortSpec, ServiceSpec, http_health
+from components.config.schema import MonitoringConfig
+from components.platforms.base import Platform
+from components.platforms.workload import (GRACE_DATA, GRACE_SERVICE, ConfigFileSpec, MountSpec, PasswordApply,
+                                           PortSpec, ServiceSpec, http_health)
+from components.services.data_services import secret_or_generated
 
 
 @dataclass(frozen=True)
@@ -32,17 +32,16 @@ class ScrapeJob:
 @dataclass
 class MonitoringStackArgs:
     config: MonitoringConfig
-    central: DockerHost  # runs Prometheus, Grafana, Loki and the blackbox exporter
-    hosts: dict[str, DockerHost]  # every host whose exporters and logs are collected
+    central: Platform  # runs Prometheus, Grafana, Loki and the blackbox exporter
+    hosts: dict[str, Platform]  # every platform whose nodes' metrics and logs are collected
     jobs: list[ScrapeJob]
     grafana_admin_password: pulumi.Input[str] | None = None  # generated when not configured
     probe_model: str | None = None
     redis_password: pulumi.Input[str] | None = None
     postgres_dsn: pulumi.Input[str] | None = None
-    data_host: DockerHost | None = None
+    data_host: Platform | None = None
     data_network: str | None = None
     labels: dict[str, dict[str, str]] = field(default_factory=dict)
-    managed_dcgm: bool = False  # Kubernetes: GKE's managed DCGM metrics, no DaemonSet
     rotate: str | None = None  # a new value regenerates the Grafana admin password
 
 
@@ -306,12 +305,7 @@ class MonitoringStack(pulumi.ComponentResource):
         self.containers = {}
         bind = central.cfg.publish_address
         labels = args.labels
-        on_kubernetes = central.kind == "kubernetes"
-        if on_kubernetes:
-            gpu_exporters = ["dcgm"] if central.cfg.gpus and not args.managed_dcgm else []
-        else:
-            gpu_exporters = sorted({h.cfg.exporters.gpu_exporter for h in args.hosts.values()
-                                    if h.cfg.gpus and h.cfg.exporters.gpu_exporter != "none"})
+        gpu_exporters = sorted({e for h in args.hosts.values() if (e := h.telemetry().gpu_exporter)})
         jobs = list(args.jobs) + self._exporter_jobs(args)
         self.jobs = jobs  # everything Prometheus scrapes: the NetworkPolicies are derived from it
         self.scrape_jobs = sorted(j.job for j in jobs)
@@ -320,7 +314,7 @@ class MonitoringStack(pulumi.ComponentResource):
 
         dirs = central.ensure_dirs(f"{name}-data-dirs", self,
                                    [central.appdata(s) for s in ("prometheus", "grafana", "loki")])
-        self.containers["prometheus"] = central.run(ServiceSpec(
+        self.containers["prometheus"] = central.run(f"{name}-prometheus", ServiceSpec(
             name="prometheus", image=central.image_ref("prometheus"),
             cpus=cfg.limits.prometheus.cpus, memory_gb=cfg.limits.prometheus.memory_gb,
             command=("--config.file=/etc/octollm/prometheus.yml", "--storage.tsdb.path=/prometheus",
@@ -338,7 +332,7 @@ class MonitoringStack(pulumi.ComponentResource):
         ), self, depends_on=[dirs])
         dashboards = [ConfigFileSpec("dashboards/host.json", host_dashboard())]
         dashboards += [ConfigFileSpec(f"dashboards/gpu-{e}.json", gpu_dashboard(e)) for e in gpu_exporters]
-        self.containers["grafana"] = central.run(ServiceSpec(
+        self.containers["grafana"] = central.run(f"{name}-grafana", ServiceSpec(
             name="grafana", image=central.image_ref("grafana"),
             cpus=cfg.limits.grafana.cpus, memory_gb=cfg.limits.grafana.memory_gb,
             env={"GF_SECURITY_ADMIN_USER": "admin", "GF_PATHS_PROVISIONING": "/etc/octollm/provisioning",
@@ -351,13 +345,10 @@ class MonitoringStack(pulumi.ComponentResource):
                    *dashboards),
             health=http_health(3000, "/api/health"), user=central.cfg.data_owner, network=cfg.network,
             stateful=True, labels=labels.get("grafana", {}), stop_grace_s=GRACE_SERVICE,
+            # GF_SECURITY_ADMIN_PASSWORD only sets the password of a new database.
+            password_apply=PasswordApply("grafana", "GF_SECURITY_ADMIN_PASSWORD"),
         ), self, depends_on=[dirs])
-        if central.kind == "docker":
-            central.command(f"{name}-grafana-password-sync", self,
-                            scripts.grafana_set_admin_password(central.container_name("grafana")),
-                            stdin=self.grafana_admin_password.apply(lambda pw: pw + "\n"),
-                            depends_on=[self.containers["grafana"]])
-        self.containers["loki"] = central.run(ServiceSpec(
+        self.containers["loki"] = central.run(f"{name}-loki", ServiceSpec(
             name="loki", image=central.image_ref("loki"),
             cpus=cfg.limits.loki.cpus, memory_gb=cfg.limits.loki.memory_gb,
             command=("-config.file=/etc/octollm/loki.yml",),
@@ -368,7 +359,7 @@ class MonitoringStack(pulumi.ComponentResource):
             stateful=True, labels=labels.get("loki", {}), read_only_rootfs=True,
             stop_grace_s=GRACE_DATA,  # SIGTERM: flushes in-memory chunks to the store
         ), self, depends_on=[dirs])
-        self.containers["blackbox-exporter"] = central.run(ServiceSpec(
+        self.containers["blackbox-exporter"] = central.run(f"{name}-blackbox-exporter", ServiceSpec(
             name="blackbox-exporter", image=central.image_ref("blackbox-exporter"),
             cpus=cfg.limits.blackbox.cpus, memory_gb=cfg.limits.blackbox.memory_gb,
             command=("--config.file=/etc/octollm/blackbox.yml",),
@@ -378,13 +369,11 @@ class MonitoringStack(pulumi.ComponentResource):
         ), self)
 
         loki_central = "http://loki:3100/loki/api/v1/push"
-        if on_kubernetes:
-            self._kubernetes_collectors(name, cfg, central, loki_central, "dcgm" in gpu_exporters)
         for hname, host in sorted(args.hosts.items()):
-            self._host_exporters(name, hname, host, cfg, central, loki_central)
+            self._agents(name, hname, host, cfg, central, loki_central)
         if args.data_host is not None and args.redis_password is not None:
             dh = args.data_host
-            self.containers["redis-exporter"] = dh.run(ServiceSpec(
+            self.containers["redis-exporter"] = dh.run(f"{name}-redis-exporter", ServiceSpec(
                 name="redis-exporter", image=dh.image_ref("redis-exporter"),
                 cpus=cfg.limits.redis_exporter.cpus, memory_gb=cfg.limits.redis_exporter.memory_gb,
                 env={"REDIS_ADDR": "redis://redis:6379"}, secret_env={"REDIS_PASSWORD": args.redis_password},
@@ -393,7 +382,7 @@ class MonitoringStack(pulumi.ComponentResource):
             ), self)
         if args.data_host is not None and args.postgres_dsn is not None:
             dh = args.data_host
-            self.containers["postgres-exporter"] = dh.run(ServiceSpec(
+            self.containers["postgres-exporter"] = dh.run(f"{name}-postgres-exporter", ServiceSpec(
                 name="postgres-exporter", image=dh.image_ref("postgres-exporter"),
                 cpus=cfg.limits.postgres_exporter.cpus, memory_gb=cfg.limits.postgres_exporter.memory_gb,
                 secret_env={"DATA_SOURCE_NAME": args.postgres_dsn},
@@ -412,20 +401,19 @@ class MonitoringStack(pulumi.ComponentResource):
         central = args.central.name
         by_job: dict[str, list[str]] = {}
         for hname, host in sorted(args.hosts.items()):
-            ex = host.cfg.exporters
+            ex, tel = host.cfg.exporters, host.telemetry()
             local = hname == central
 
             def target(service: str, internal: int, published: int) -> str:
                 return f"{service}:{internal}" if local else f"{host.cfg.address}:{published}"
 
-            by_job.setdefault("node-exporter", []).append(target("node-exporter", 9100, ex.node_exporter))
-            by_job.setdefault("cadvisor", []).append(target("cadvisor", 8080, ex.cadvisor))
-            if host.cfg.gpus and ex.gpu_exporter != "none":
-                internal = 9400 if ex.gpu_exporter == "dcgm" else 9835
-                by_job.setdefault(f"gpu-{ex.gpu_exporter}", []).append(
+            if tel.node_metrics:
+                by_job.setdefault("node-exporter", []).append(target("node-exporter", 9100, ex.node_exporter))
+                by_job.setdefault("cadvisor", []).append(target("cadvisor", 8080, ex.cadvisor))
+            if tel.gpu_exporter:
+                internal = 9400 if tel.gpu_exporter == "dcgm" else 9835
+                by_job.setdefault(f"gpu-{tel.gpu_exporter}", []).append(
                     target("gpu-exporter", internal, ex.gpu_exporter_port))
-        if args.central.kind == "kubernetes" and args.central.cfg.gpus and not args.managed_dcgm:
-            by_job["gpu-dcgm"] = ["gpu-exporter:9400"]
         jobs = [ScrapeJob(job, tuple(t)) for job, t in sorted(by_job.items())]
         if args.data_host is not None and args.redis_password is not None:
             jobs.append(ScrapeJob("redis-exporter", ("redis-exporter:9121",)))
@@ -435,75 +423,67 @@ class MonitoringStack(pulumi.ComponentResource):
                  ScrapeJob("loki", ("loki:3100",)), ScrapeJob("blackbox-exporter", ("blackbox-exporter:9115",))]
         return jobs
 
-    def _kubernetes_collectors(self, name: str, cfg: MonitoringConfig, platform, loki: str, dcgm: bool) -> None:
-        lim = cfg.limits
-        platform.service_account("alloy", self, rules=[
-            {"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list", "watch"]}])
-        self.containers["alloy"] = platform.run(ServiceSpec(
-            name="alloy", image=platform.image_ref("alloy"), cpus=lim.alloy.cpus, memory_gb=lim.alloy.memory_gb,
-            command=("run", "--server.http.listen-addr=0.0.0.0:12345", "--storage.path=/tmp/alloy",
-                     "/etc/octollm/config.alloy"),
-            ports=(PortSpec(12345, None, name="http", metrics_path="/metrics"),),
-            files=(ConfigFileSpec("config.alloy", alloy_kubernetes_config(platform.namespace_name, loki)),),
-            health=http_health(12345, "/-/ready"), service_account="alloy", read_only_rootfs=True,
-        ), self)
-        if dcgm:
-            self.containers["gpu-exporter"] = platform.daemon(ServiceSpec(
-                name="gpu-exporter", image=platform.image_ref("dcgm-exporter"),
-                cpus=lim.gpu_exporter.cpus, memory_gb=lim.gpu_exporter.memory_gb,
-                command=("-f", "/etc/octollm/counters.csv"),
-                ports=(PortSpec(9400, None, name="metrics", metrics_path="/metrics"),),
-                files=(ConfigFileSpec("counters.csv", dcgm_counters_csv()),),
-                env={"NVIDIA_VISIBLE_DEVICES": "all"}, health=http_health(9400, "/health"), needs_root=True,
-            ), self, gpu_nodes=True)
-
-    def _host_exporters(self, name: str, hname: str, host: DockerHost, cfg: MonitoringConfig,
-                        central: DockerHost, loki_central: str) -> None:
-        lim, ex, b = cfg.limits, host.cfg.exporters, host.cfg.publish_address
+    def _agents(self, name: str, hname: str, host: Platform, cfg: MonitoringConfig,
+                central: Platform, loki_central: str) -> None:
+        """The collectors of one platform's nodes: node and container metrics, logs, GPU metrics."""
+        lim, ex, b, tel = cfg.limits, host.cfg.exporters, host.cfg.publish_address, host.telemetry()
         on_central = hname == central.name
         # Off the central host the exporters are reached by address:port, not container DNS.
         net = cfg.network if on_central else None
-        self.containers[f"{hname}-node-exporter"] = host.run(ServiceSpec(
-            name="node-exporter", image=host.image_ref("node-exporter"),
-            cpus=lim.node_exporter.cpus, memory_gb=lim.node_exporter.memory_gb,
-            command=("--path.rootfs=/host",),
-            ports=(PortSpec(9100, ex.node_exporter, b, metrics_path="/metrics"),),
-            mounts=(MountSpec("/host", "/", read_only=True),),
-            pid_host=True, health=http_health(9100, "/metrics"), network=net,
-        ), self)
-        self.containers[f"{hname}-cadvisor"] = host.run(ServiceSpec(
-            name="cadvisor", image=host.image_ref("cadvisor"),
-            cpus=lim.cadvisor.cpus, memory_gb=lim.cadvisor.memory_gb,
-            command=("--docker_only=true", "--housekeeping_interval=15s"),
-            ports=(PortSpec(8080, ex.cadvisor, b, metrics_path="/metrics"),),
-            mounts=(MountSpec("/rootfs", "/", read_only=True), MountSpec("/sys", "/sys", read_only=True),
-                    MountSpec("/var/lib/docker", "/var/lib/docker", read_only=True),
-                    MountSpec("/dev/disk", "/dev/disk", read_only=True)),
-            devices=("/dev/kmsg",), docker_socket=True,
-            health=http_health(8080, "/healthz"), network=net,
-        ), self)
+        prefix = f"{name}-{hname}"
+        if tel.node_metrics:
+            self.containers[f"{hname}-node-exporter"] = host.agent(f"{prefix}-node-exporter", ServiceSpec(
+                name="node-exporter", image=host.image_ref("node-exporter"),
+                cpus=lim.node_exporter.cpus, memory_gb=lim.node_exporter.memory_gb,
+                command=("--path.rootfs=/host",),
+                ports=(PortSpec(9100, ex.node_exporter, b, metrics_path="/metrics"),),
+                mounts=(MountSpec("/host", "/", read_only=True),),
+                pid_host=True, health=http_health(9100, "/metrics"), network=net,
+            ), self)
+            self.containers[f"{hname}-cadvisor"] = host.agent(f"{prefix}-cadvisor", ServiceSpec(
+                name="cadvisor", image=host.image_ref("cadvisor"),
+                cpus=lim.cadvisor.cpus, memory_gb=lim.cadvisor.memory_gb,
+                command=("--docker_only=true", "--housekeeping_interval=15s"),
+                ports=(PortSpec(8080, ex.cadvisor, b, metrics_path="/metrics"),),
+                mounts=(MountSpec("/rootfs", "/", read_only=True), MountSpec("/sys", "/sys", read_only=True),
+                        MountSpec("/var/lib/docker", "/var/lib/docker", read_only=True),
+                        MountSpec("/dev/disk", "/dev/disk", read_only=True)),
+                devices=("/dev/kmsg",), docker_socket=True,
+                health=http_health(8080, "/healthz"), network=net,
+            ), self)
         push = loki_central if on_central else f"http://{central.cfg.address}:{cfg.loki_port}/loki/api/v1/push"
-        self.containers[f"{hname}-alloy"] = host.run(ServiceSpec(
-            name="alloy", image=host.image_ref("alloy"),
-            cpus=lim.alloy.cpus, memory_gb=lim.alloy.memory_gb,
-            command=("run", "--server.http.listen-addr=0.0.0.0:12345", "--storage.path=/tmp/alloy",
-                     "/etc/octollm/config.alloy"),
-            files=(ConfigFileSpec("config.alloy", alloy_config(hname, push)),),
-            docker_socket=True, health=http_health(12345, "/-/ready", tool="bash"), network=net,
-        ), self)
-        if host.cfg.gpus and ex.gpu_exporter != "none":
-            if ex.gpu_exporter == "dcgm":
-                spec = ServiceSpec(
-                    name="gpu-exporter", image=host.image_ref("dcgm-exporter"),
-                    cpus=lim.gpu_exporter.cpus, memory_gb=lim.gpu_exporter.memory_gb,
-                    command=("-f", "/etc/octollm/counters.csv"),
-                    ports=(PortSpec(9400, ex.gpu_exporter_port, b, metrics_path="/metrics"),),
-                    files=(ConfigFileSpec("counters.csv", dcgm_counters_csv()),),
-                    gpu=GpuSpec(count=-1), health=http_health(9400, "/health", tool="bash"), network=net)
-            else:
-                spec = ServiceSpec(
-                    name="gpu-exporter", image=host.image_ref("nvidia-gpu-exporter"),
-                    cpus=lim.gpu_exporter.cpus, memory_gb=lim.gpu_exporter.memory_gb,
-                    ports=(PortSpec(9835, ex.gpu_exporter_port, b, metrics_path="/metrics"),),
-                    gpu=GpuSpec(count=-1), health=http_health(9835, "/", tool="bash"), network=net)
-            self.containers[f"{hname}-gpu-exporter"] = host.run(spec, self)
+        alloy_run = ("run", "--server.http.listen-addr=0.0.0.0:12345", "--storage.path=/tmp/alloy",
+                     "/etc/octollm/config.alloy")
+        if tel.log_discovery == "kubernetes":
+            # Pods and their logs are read from the API, with a service account that may do only that.
+            self.containers[f"{hname}-alloy"] = host.agent(f"{prefix}-alloy", ServiceSpec(
+                name="alloy", image=host.image_ref("alloy"), cpus=lim.alloy.cpus, memory_gb=lim.alloy.memory_gb,
+                command=alloy_run, ports=(PortSpec(12345, None, name="http", metrics_path="/metrics"),),
+                files=(ConfigFileSpec("config.alloy", alloy_kubernetes_config(tel.namespace, push)),),
+                health=http_health(12345, "/-/ready"), service_account="alloy", read_only_rootfs=True,
+            ), self, api_read=[{"apiGroups": [""], "resources": ["pods", "pods/log"],
+                                "verbs": ["get", "list", "watch"]}])
+        else:
+            # Containers and their logs are read from the engine's socket.
+            self.containers[f"{hname}-alloy"] = host.agent(f"{prefix}-alloy", ServiceSpec(
+                name="alloy", image=host.image_ref("alloy"), cpus=lim.alloy.cpus, memory_gb=lim.alloy.memory_gb,
+                command=alloy_run, files=(ConfigFileSpec("config.alloy", alloy_config(hname, push)),),
+                docker_socket=True, health=http_health(12345, "/-/ready", tool="bash"), network=net,
+            ), self)
+        if tel.gpu_exporter == "dcgm":
+            spec = ServiceSpec(
+                name="gpu-exporter", image=host.image_ref("dcgm-exporter"),
+                cpus=lim.gpu_exporter.cpus, memory_gb=lim.gpu_exporter.memory_gb,
+                command=("-f", "/etc/octollm/counters.csv"),
+                ports=(PortSpec(9400, ex.gpu_exporter_port, b, name="metrics", metrics_path="/metrics"),),
+                files=(ConfigFileSpec("counters.csv", dcgm_counters_csv()),),
+                health=http_health(9400, "/health", tool="bash"), network=net, needs_root=True)
+        elif tel.gpu_exporter == "nvidia-smi":
+            spec = ServiceSpec(
+                name="gpu-exporter", image=host.image_ref("nvidia-gpu-exporter"),
+                cpus=lim.gpu_exporter.cpus, memory_gb=lim.gpu_exporter.memory_gb,
+                ports=(PortSpec(9835, ex.gpu_exporter_port, b, metrics_path="/metrics"),),
+                health=http_health(9835, "/", tool="bash"), network=net)
+        else:
+            return
+        self.containers[f"{hname}-gpu-exporter"] = host.agent(f"{prefix}-gpu-exporter", spec, self, gpu_nodes=True)

@@ -1,9 +1,9 @@
 """Offline plan: what `pulumi up` would register, without reaching any host, cluster or backend.
 
-    python -m components.plan -s homelab               # readable plan, grouped by host and component
-    python -m components.plan -s homelab --json        # the same as JSON
-    python -m components.plan -s homelab --diff origin/main        # Markdown: origin/main -> working tree
-    python -m components.plan -s homelab --diff v1.2 v1.3          # Markdown: between two revisions
+    python -m tooling.plan -s homelab               # readable plan, grouped by host and component
+    python -m tooling.plan -s homelab --json        # the same as JSON
+    python -m tooling.plan -s homelab --diff origin/main        # Markdown: origin/main -> working tree
+    python -m tooling.plan -s homelab --diff v1.2 v1.3          # Markdown: between two revisions
 
 The program runs under Pulumi's mock engine with the stack's config. Values of encrypted config keys
 (`secure:`) are not decrypted: they stand in as secrets. Secret values never appear in the output.
@@ -66,20 +66,22 @@ def stack_inputs(root: Path, stack: str) -> tuple[dict, dict]:
 
 
 def _placeholder_home(config: dict) -> str:
-    """A throwaway HOME holding empty files at the identityFile paths (~/.ssh/…), for revisions of the
-    program that read the key files themselves. No key is used: nothing is contacted."""
+    """A throwaway HOME holding key-shaped, owner-only placeholders at the identityFile paths (~/.ssh/…):
+    the program reads them as it reads real keys, and no key is used because nothing is contacted."""
     home = Path(tempfile.mkdtemp(prefix="octollm-plan-"))
     for host in (config.get("hosts") or {}).values():
         path = ((host or {}).get("ssh") or {}).get("identityFile")
         if isinstance(path, str) and path.startswith("~/"):
             f = home / path[2:]
             f.parent.mkdir(parents=True, exist_ok=True)
-            f.write_text("offline plan: not a key\n")
+            f.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\noffline plan: not a key\n-----END OPENSSH PRIVATE KEY-----\n")
+            f.chmod(0o600)
     return str(home)
 
 
 def build_plan(stack: str, root: Path = ROOT) -> dict:
     config, secret_config = stack_inputs(root, stack)
+    # Revisions of the program before the platform layer skipped key reading under this variable.
     old = os.environ.get("OCTOLLM_OFFLINE_PLAN")
     os.environ["OCTOLLM_OFFLINE_PLAN"] = "1"
     try:
@@ -256,7 +258,7 @@ def plan_at(rev: str | None, stack: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m components.plan", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m tooling.plan", description=__doc__.split("\n\n")[0])
     ap.add_argument("-s", "--stack", required=True)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--diff", nargs="+", metavar="REV", help="BASE [HEAD]: Markdown summary between revisions")

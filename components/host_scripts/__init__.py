@@ -1,0 +1,309 @@
+"""Every shell script the program sends to a host.
+
+The scripts live next to this module as real shell files (`preflight.sh`, `ensure_dirs.sh`, ...), one
+per builder below, so shellcheck reads them as they are and the tests also run each rendered script
+through shellcheck and against a scratch directory. Each script is idempotent: running it twice leaves
+the host as running it once does.
+
+How a `.sh` file becomes the script a host receives
+---------------------------------------------------
+Each file is a complete bash script that reads its parameters from an associative array `P`. Its
+parameter block, from `#@params` to `#@end` right after the shebang, declares `P` with sample values,
+so the file on its own parses, passes shellcheck and can be read as what it does. The renderer
+(`_render`) turns it into the script for one call's values:
+
+- it drops the parameter block;
+- `"${P[name]}"`, a reference written as one double-quoted word, becomes `q(value)`: a string
+  through `q`, an int as `q` of its digits, a list or tuple as its items, each through `q`, separated
+  by spaces (for an array: `x=("${P[name]}")`);
+- `${P[name]}` without quotes of its own (inside a "..." message, an arithmetic expression or a
+  comment) is accepted only for an int, and becomes its digits; a string there is refused, so a
+  string value can only ever become one whole shell word, quoted by `q`;
+- a line whose first non-blank characters are `#@` is for the renderer and never reaches the host:
+  `#@if name` ... `#@end` keeps its lines when the value is truthy, `#@for a, b in name` ... `#@end`
+  repeats them for each item of a list, binding `${P[a]}` and `${P[b]}`, and `#@ text` is a note for
+  whoever reads the file.
+
+Values are data, never code: whatever a value holds (`$(...)`, a backtick, quotes, a newline, a
+leading `-`, `${P[x]}` or `#@end`), the shell reads it as one word and the renderer never reads it
+again. Substitution is in one pass, directives come only from the file. The one parameter used as a
+command word, `gfail` in the preflight, is `fail` or `warn`, chosen here from a boolean.
+
+The rendered scripts are byte for byte what the builders produced when the shell text was written
+inline in Python, so moving the text into the `.sh` files changed no registered command.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+
+def q(value: str) -> str:
+    """The one quoting helper: every string value reaches a script through it."""
+    return shlex.quote(value)
+
+
+# --- the renderer ---------------------------------------------------------------------------------
+
+_DIRECTIVE = re.compile(r"^\s*#@(?:(\S+)\s*(.*?)\s*|\s.*|)$")  # #@word args, or #@ a note
+_FOR = re.compile(r"^(\w+(?:\s*,\s*\w+)*)\s+in\s+(\w+)$")
+# "${P[name]}" as one quoted word, or ${P[name]} bare (inside a string, arithmetic or a comment)
+_REF = re.compile(r'"\$\{P\[(\w+)\]\}"|\$\{P\[(\w+)\]\}')
+
+
+@dataclass(frozen=True)
+class _Line:
+    text: str
+    where: str  # file:line, for errors
+
+
+@dataclass(frozen=True)
+class _Block:
+    kind: str  # "if" or "for"
+    arg: str  # the parameter tested or iterated
+    names: tuple[str, ...]  # the names a "for" binds
+    body: tuple  # of _Line and _Block
+    where: str
+
+
+@dataclass(frozen=True)
+class _Template:
+    name: str
+    body: tuple
+    names: frozenset[str]  # every parameter the file refers to, in references and directives
+
+
+def _parse(name: str, text: str) -> _Template:
+    if not text.endswith("\n"):
+        raise ValueError(f"{name}: the file must end with a newline")
+    stack: list[tuple[str, str, tuple[str, ...], list, str]] = [("top", "", (), [], name)]
+    names: set[str] = set()
+    in_params = False
+    for n, line in enumerate(text[:-1].split("\n"), 1):
+        where = f"{name}:{n}"
+        m = _DIRECTIVE.match(line)
+        if in_params:
+            if m and m.group(1) == "end":
+                in_params = False
+            continue
+        if not m:
+            names.update(a or b for a, b in _REF.findall(line))
+            stack[-1][3].append(_Line(line, where))
+            continue
+        kind, arg = m.group(1), m.group(2)
+        if kind is None:  # a note for the reader
+            continue
+        if kind not in ("params", "if", "for", "end"):
+            raise ValueError(f"{where}: unknown renderer line #@{kind} (a note is '#@ text')")
+        if kind == "params":
+            if len(stack) > 1:
+                raise ValueError(f"{where}: the parameter block must not be inside #@if or #@for")
+            in_params = True
+        elif kind == "if":
+            if not re.fullmatch(r"\w+", arg):
+                raise ValueError(f"{where}: #@if takes one parameter name, not {arg!r}")
+            names.add(arg)
+            stack.append(("if", arg, (), [], where))
+        elif kind == "for":
+            fm = _FOR.match(arg)
+            if not fm:
+                raise ValueError(f"{where}: expected '#@for a[, b ...] in name', not {arg!r}")
+            bound = tuple(s.strip() for s in fm.group(1).split(","))
+            names.update(bound)
+            names.add(fm.group(2))
+            stack.append(("for", fm.group(2), bound, [], where))
+        else:  # end
+            if len(stack) == 1:
+                raise ValueError(f"{where}: #@end without #@if or #@for")
+            kind_, arg_, bound_, body_, where_ = stack.pop()
+            stack[-1][3].append(_Block(kind_, arg_, bound_, tuple(body_), where_))
+    if in_params:
+        raise ValueError(f"{name}: #@params is not closed by #@end")
+    if len(stack) > 1:
+        raise ValueError(f"{stack[-1][4]}: #@{stack[-1][0]} is not closed by #@end")
+    return _Template(name, tuple(stack[0][3]), frozenset(names))
+
+
+@lru_cache(maxsize=None)
+def _template(name: str) -> _Template:
+    text = resources.files(__name__).joinpath(f"{name}.sh").read_text(encoding="utf-8")
+    return _parse(name, text)
+
+
+def _word(value: object, what: str) -> str:
+    if isinstance(value, str):
+        return q(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return q(str(value))
+    raise TypeError(f"{what}: {type(value).__name__} {value!r} is neither a string nor an int")
+
+
+def _value(values: dict, name: str, where: str) -> object:
+    if name not in values:
+        raise KeyError(f"{where}: parameter {name!r} has no value")
+    return values[name]
+
+
+def _substitute(line: str, values: dict, where: str) -> str:
+    def one(m: re.Match) -> str:
+        name = m.group(1) or m.group(2)
+        value = _value(values, name, where)
+        if m.group(1):  # a whole quoted word
+            if isinstance(value, (list, tuple)):
+                return " ".join(_word(v, f"{where}: {name}") for v in value)
+            return _word(value, f"{where}: {name}")
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        raise TypeError(f"{where}: {name} is a {type(value).__name__}; only an int may stand outside "
+                        f'its own quotes (write "${{P[{name}]}}" as one word)')
+    return _REF.sub(one, line)
+
+
+def _expand(body: tuple, values: dict, out: list[str]) -> None:
+    for item in body:
+        if isinstance(item, _Line):
+            out.append(_substitute(item.text, values, item.where))
+        elif item.kind == "if":
+            if _value(values, item.arg, item.where):
+                _expand(item.body, values, out)
+        else:
+            for element in _value(values, item.arg, item.where):
+                row = element if len(item.names) > 1 else (element,)
+                if len(row) != len(item.names):
+                    raise ValueError(f"{item.where}: {item.arg} item {element!r} does not match {item.names}")
+                _expand(item.body, {**values, **dict(zip(item.names, row))}, out)
+
+
+def _render(name: str, **values) -> str:
+    """The script `name`.sh with these parameter values (see the module docstring)."""
+    t = _template(name)
+    unknown = set(values) - t.names
+    if unknown:
+        raise TypeError(f"{name}.sh takes no parameter(s) {sorted(unknown)}")
+    out: list[str] = []
+    _expand(t.body, values, out)
+    return "\n".join(out) + "\n"
+
+
+# --- the scripts ----------------------------------------------------------------------------------
+
+
+def ensure_dirs(paths: list[str], owner: str, mode: str = "0750") -> str:
+    """Create directories owned by `owner` (uid:gid). Existing data is never touched."""
+    return _render("ensure_dirs", paths=list(paths), owner=owner, mode=mode,
+                   ready="ready: " + " ".join(paths))
+
+
+def write_file(path: str, owner: str, reload_container: str | None = None,
+               signal: str | None = None) -> str:
+    """Write stdin to `path` atomically; signal the container to reread it if it runs."""
+    reload = bool(reload_container and signal)
+    return _render("write_file", path=path, dir=path.rsplit("/", 1)[0] or "/", owner=owner,
+                   reload=reload, reload_container=reload_container if reload else "",
+                   signal=signal if reload else "")
+
+
+def ollama_pull(container: str, models: list[str], wait_seconds: int = 300) -> str:
+    """Pull models into a running Ollama once its API answers; skip models already present."""
+    return _render("ollama_pull", container=container, models=list(models), wait_seconds=int(wait_seconds))
+
+
+def ollama_pull_job(models: list[str], wait_seconds: int = 120) -> str:
+    """Inside a Kubernetes Job: start a private Ollama on the shared volume, pull what is missing, stop."""
+    return _render("ollama_pull_job", models=list(models), wait_seconds=int(wait_seconds))
+
+
+def zfs_dataset(dataset: str, mountpoint: str, recordsize: str, compression: str, owner: str) -> str:
+    """Create a ZFS dataset tuned for its workload, or converge the properties of an existing one."""
+    return _render("zfs_dataset", dataset=dataset, mountpoint=mountpoint, recordsize=recordsize,
+                   compression=compression, owner=owner)
+
+
+def _exports_field(value: str, what: str) -> str:
+    """One field of an /etc/exports line. exports(5) splits on whitespace, ends a line at a newline and
+    reads '(' ')' '#' as syntax: a value holding one would export something else. Config already
+    refuses them; this is the file's own guard."""
+    if not value or any(c.isspace() or c in "()#\\\"'" or not c.isprintable() for c in value):
+        raise ValueError(f"{what} {value!r} cannot be written into an exports line")
+    return value
+
+
+def nfs_export(path: str, client_cidr: str, options: str, owner: str) -> str:
+    """Export `path` to `client_cidr`, replacing an older line for the same path; reload exports."""
+    line = (f"{_exports_field(path, 'path')} {_exports_field(client_cidr, 'client')}"
+            f"({_exports_field(options, 'options')})")
+    return _render("nfs_export", path=path, line=line, owner=owner)
+
+
+@dataclass(frozen=True)
+class PreflightSpec:
+    """What the stack needs of one Docker host, checked before anything is deployed there."""
+
+    host: str
+    stack_label: str  # value of org.octollm.managed-by on this stack's containers and networks
+    min_docker: str
+    networks: tuple[tuple[str, str], ...] = ()  # (name, subnet)
+    anchors: tuple[str, ...] = ()  # directories that must already exist (pool/array mount points)
+    dirs: tuple[tuple[str, str], ...] = ()  # (path, uid:gid) the stack creates or reuses
+    disk: tuple[tuple[str, int], ...] = ()  # (store path, KiB the configured models need)
+    gpus: tuple[tuple[str, int], ...] = ()  # (model, VRAM MiB) as declared
+    min_driver: str | None = None  # oldest driver that runs every GPU image on the host
+    driver_reason: str = ""
+    gpu_image: str | None = None  # image used to prove Docker can hand the GPU to a container
+    gpu_fallback: bool = False  # GPU problems are warnings: engines may run on the CPU
+    ports: tuple[int, ...] = ()
+    # SSH operations the stack runs against this host at once (pulumi --parallel); 0: not over SSH
+    ssh_parallel: int = 0
+
+
+# OpenSSH's defaults, which apply when sshd_config sets neither (written into preflight.sh; a test
+# holds the two together).
+SSHD_DEFAULTS = {"maxstartups": "10:30:100", "maxsessions": "10"}
+
+
+def preflight(spec: PreflightSpec) -> str:
+    """Read-only checks of a host; every failure is reported, together, in one message.
+
+    The only thing it may leave behind is the GPU test image (pulled if absent), which the GPU
+    engines need anyway. The sshd limits are checked when `spec.ssh_parallel` is set: `sshd -T`
+    prints the effective values but needs root (it loads the host keys); otherwise the config file
+    is read the way sshd reads it (first value wins, Include files in place, Match blocks skipped,
+    OpenSSH's defaults when unset). Only reads.
+    """
+    return _render(
+        "preflight",
+        host=spec.host,
+        stack_label=spec.stack_label,
+        min_docker=spec.min_docker,
+        wanted=[f"{n}={s}" for n, s in spec.networks],
+        paths=bool(spec.anchors or spec.dirs),
+        anchors=list(spec.anchors),
+        dirs=list(spec.dirs),
+        disk=[(p, int(kib), (int(kib) + 1048575) // 1048576) for p, kib in spec.disk],
+        expected=[f"{m}={v}" for m, v in spec.gpus],
+        gfail="warn" if spec.gpu_fallback else "fail",
+        min_driver=spec.min_driver or "",
+        driver_reason=spec.driver_reason,
+        gpu_image=spec.gpu_image or "",
+        ports=[int(p) for p in spec.ports],
+        ssh_parallel=int(spec.ssh_parallel),
+    )
+
+
+def postgres_set_password(container: str, user: str, database: str, wait_seconds: int = 120) -> str:
+    """Apply the configured password to an existing database (POSTGRES_PASSWORD only acts on first init).
+
+    The password arrives on stdin, travels in the environment (docker exec -e NAME passes the value
+    through the API, not argv) and psql reads it with \\getenv: no process's command line holds it.
+    """
+    return _render("postgres_set_password", container=container, user=user, database=database,
+                   wait_seconds=int(wait_seconds))
+
+
+def grafana_set_admin_password(container: str, wait_seconds: int = 180) -> str:
+    """Apply the configured admin password (GF_SECURITY_ADMIN_PASSWORD only acts on first start)."""
+    return _render("grafana_set_admin_password", container=container, wait_seconds=int(wait_seconds))
