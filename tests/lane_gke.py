@@ -186,29 +186,18 @@ def test_every_policy_ran_on_every_object_and_none_mandatory_is_violated(gke_pre
 
 
 def test_no_policy_reports_anything(gke_preview):
-    """No violation of any level. The one exception, reported as an expected failure while it lasts:
-    the advisory OCT008 report flags each Kubernetes Secret's `data` as not secret, although the
-    engine's own step for that resource carries it as a secret. pulumi-policy 1.21 hands `validate`
-    the properties with every secret unwrapped (its Analyze deserialises without keeping secrets;
-    only Remediate keeps them), so a validate-time "is this secret?" check is always false."""
+    """No violation of any level. pulumi-policy 1.21 hands `validate` the properties with every secret
+    unwrapped (only a remediation sees the markers), so a report that asked "is this secret?" flagged
+    every Kubernetes Secret here; the pack's OCT008 report now checks structure only. The Secrets'
+    `data` is still secret in the engine's own steps."""
     step, preview = gke_preview
     if step.returncode != 0:
         fail_with(step, "the gke preview failed")
-    false_positive, other = [], []
-    for v in preview.violations:
-        urn = v.get("resourceUrn", "")
-        data = preview.inputs.get(urn, {}).get("data")
-        if (v.get("policyName") == "oct008-secret-env-values-report" and "Secret data is not marked secret"
-                in v.get("message", "") and G.urn_type(urn) == "kubernetes:core/v1:Secret" and G.is_secret(data)):
-            false_positive.append(L.urn_name(urn))
-        else:
-            other.append(f"{v.get('policyName')} [{v.get('enforcementLevel')}] {L.urn_name(urn)}: "
-                         f"{v.get('message', '').strip()}")
-    assert not other, "\n".join(other)
-    if false_positive:
-        pytest.xfail(f"policy pack: oct008-secret-env-values-report flags {len(false_positive)} Secrets whose "
-                     f"data the engine marks secret ({', '.join(sorted(false_positive))}): pulumi-policy's "
-                     "validate never sees secrets")
+    reported = [f"{v.get('policyName')} [{v.get('enforcementLevel')}] {L.urn_name(v.get('resourceUrn', ''))}: "
+                f"{v.get('message', '').strip()}" for v in preview.violations]
+    assert not reported, "\n".join(reported)
+    secrets = [urn for urn in preview.inputs if G.urn_type(urn) == "kubernetes:core/v1:Secret"]
+    assert secrets and all(G.is_secret(preview.inputs[u].get("data")) for u in secrets)
 
 
 def test_the_provider_previewed_without_a_cluster(gke_project, offline):
