@@ -75,13 +75,29 @@ policy-venv: policy/venv/.ready
 preview: setup pulumi-cli policy-venv
 	$(PULUMI) preview --stack $(STACK) --diff --policy-pack policy --parallel $(PARALLEL)
 
-## Preview and save the plan, ask, back up the state, then apply exactly that plan.
+## Preview and save the plan, ask, back up the state, apply exactly that plan, then verify the estate works.
 up: setup pulumi-cli policy-venv
 	$(PULUMI) preview --stack $(STACK) --diff --policy-pack policy --save-plan .pulumi-plan-$(STACK).json --parallel $(PARALLEL)
 	@read -r -p "Apply exactly this plan to $(STACK)? [y/N] " answer && [ "$$answer" = y ]
 	@mkdir -p backups
 	$(PULUMI) stack export --stack $(STACK) --file backups/$(STACK)-$$(date -u +%Y%m%dT%H%M%SZ).json
+	$(PY) -m tooling.backup -s $(STACK) --before-plan .pulumi-plan-$(STACK).json
 	$(PULUMI) up --stack $(STACK) --plan .pulumi-plan-$(STACK).json --policy-pack policy --yes --parallel $(PARALLEL)
+	PULUMI=$(PULUMI) $(PY) -m tooling.verify -s $(STACK) --wait $(VERIFY_WAIT) --skip-unsupported
+
+## Check that the live estate of STACK works: containers healthy, models, scrape targets, datasources,
+## Traefik backends, data services and health endpoints (tooling/verify.py). Changes nothing.
+# Right after `up`, health checks are still starting and targets not yet scraped: failing checks are
+# retried every 5 s for up to VERIFY_WAIT seconds.
+VERIFY_WAIT ?= 180
+.PHONY: verify
+verify: setup
+	PULUMI=$(PULUMI) $(PY) -m tooling.verify -s $(STACK) --wait $(VERIFY_WAIT)
+
+## Back up STACK's data services now, on their host: the script its backup timer runs (tooling/backup.py).
+.PHONY: backup
+backup: setup
+	$(PY) -m tooling.backup -s $(STACK)
 
 ## Refresh from the hosts and fail if anything drifted from the code.
 drift: setup pulumi-cli

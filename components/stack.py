@@ -21,6 +21,7 @@ from components.platforms.docker_host import DockerHost, DockerHostArgs, docker_
 from components.platforms.workload import EVERY_POD, Flow
 from components.services.apps import (PROBED_NOT_HEALTHCHECKED, HomelabAi, HomelabAiArgs, OpenWebUi, OpenWebUiArgs,
                                       Portainer, PortainerArgs, WorkerInfra, WorkerInfraArgs)
+from components.services.backups import Backups, BackupsArgs, backup_spec
 from components.services.data_services import DataServices, DataServicesArgs
 from components.services.gpu_inference_node import GpuInferenceNode, GpuInferenceNodeArgs
 from components.services.load_balancer import LoadBalancer, LoadBalancerArgs
@@ -129,6 +130,12 @@ def deploy(cfg: StackConfig, private_keys: dict[str, str]) -> None:
             config=ds, platform=platforms[ds.host], postgres_password=secret["postgres"],
             redis_password=secret["redis"], qdrant_api_key=secret["qdrant"], rotate=dict(cfg.rotate),
             labels={"qdrant": unraid_labels(cfg, ds.host, "qdrant", ds.qdrant.http_port if ds.qdrant else None)}))
+
+    if cfg.backups is not None:  # consistent copies of the data services, on a schedule on their host
+        bh = platforms[cfg.backups.host]
+        pulumi.export("backups", Backups("backups", BackupsArgs(
+            config=cfg.backups, platform=bh, stack=stack, store=stores.get(cfg.backups.store or ""),
+            spec=backup_spec(cfg, stack, bh.container_name, bh.appdata))).target)
 
     octo = None
     if cfg.octollm:
@@ -304,7 +311,8 @@ def deploy_apps(cfg: StackConfig, hosts: dict[str, Platform], nodes: dict[str, G
         lb = cfg.load_balancer
         apps["load-balancer"] = LoadBalancer("load-balancer", LoadBalancerArgs(
             config=lb, platform=hosts[lb.host], backends=ollama_endpoints(nodes),
-            users=secrets["load_balancer_users"]))
+            users=secrets["load_balancer_users"],
+            latency_target_s=cfg.monitoring.inference_latency_alert_s if cfg.monitoring else None))
     if cfg.open_webui:
         ow = cfg.open_webui
         target = apps["load-balancer"].url if "load-balancer" in apps else ollama_endpoints(nodes)[0]

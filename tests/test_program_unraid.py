@@ -239,7 +239,8 @@ def test_alert_rules(unraid):
     exprs = {r["alert"]: r["expr"] for r in rules["groups"][0]["rules"]}
     assert exprs["GpuTemperatureHigh"] == "DCGM_FI_DEV_GPU_TEMP >= 80"
     assert exprs["TargetDown"] == "up == 0"
-    assert exprs["InferenceLatencyHigh"].endswith("> 10")
+    assert exprs["InferenceLatencyHigh"] == \
+        'quantile_over_time(0.95, probe_duration_seconds{job="inference-latency"}[15m]) >= 10'
 
 
 def test_grafana_is_provisioned_with_both_datasources_and_gpu_basic_fields(unraid):

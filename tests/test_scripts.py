@@ -121,7 +121,7 @@ def test_the_script_files_are_package_data_next_to_the_module():
     # one file for each builder
     assert {f.stem for f in SH_FILES} == {
         "ensure_dirs", "write_file", "ollama_pull", "ollama_pull_job", "zfs_dataset", "nfs_export",
-        "preflight", "postgres_set_password", "grafana_set_admin_password"}
+        "preflight", "postgres_set_password", "grafana_set_admin_password", "backup", "restore", "schedule_job"}
 
 
 def test_scripts_render_from_any_working_directory(tmp_path):

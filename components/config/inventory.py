@@ -7,7 +7,7 @@ import posixpath
 from components.config import catalog
 from components.config.schema import StackConfig
 from components.platforms.docker_host import PARALLEL
-from components.config.rules import engine_image_key, image_cuda, inventory
+from components.config.rules import engine_image_key, image_cuda, inventory, monitored_hosts
 from components.host_scripts import PreflightSpec
 
 MANAGED_BY = "pulumi/{stack}"
@@ -57,6 +57,13 @@ def preflight_spec(cfg: StackConfig, host_name: str, stack: str):
             if min_driver is None or need > catalog.driver_tuple(min_driver):
                 min_driver = f"{need[0]}.{need[1]:02d}"
                 reason = f"CUDA {cuda} needs (image {image} of {name})"
+    mon = cfg.monitoring
+    exporter = host.exporters.gpu_exporter
+    if (gpu_image is None and host.kind != "kubernetes" and host.gpus and exporter != "none" and mon is not None
+            and host_name in monitored_hosts(cfg)):
+        # The GPU exporter takes the GPUs through a device request too: with no GPU engine on the
+        # host it is the container that proves Docker can hand them over.
+        gpu_image = cfg.image("dcgm-exporter" if exporter == "dcgm" else "nvidia-gpu-exporter")
     return PreflightSpec(
         host=host_name,
         stack_label=MANAGED_BY.format(stack=stack),

@@ -259,6 +259,7 @@ def check_rules(cfg: StackConfig) -> tuple[list[Problem], list[str]]:
     warnings: list[str] = []
     problems += _platform(cfg)
     problems += _references(cfg)
+    problems += _backups(cfg)
     if problems:
         # The remaining rules assume references resolve; report what is broken first.
         return problems, warnings
@@ -643,4 +644,62 @@ def _stores(cfg: StackConfig) -> list[Problem]:
                 if cfg.all_inference[n].host != store.host:
                     out.append(Problem(path=f"{node_path(cfg, n)}.readOnly", message=(
                         f"only the NFS server host {store.host} may mount {sname} read-write; set readOnly: true")))
+    return out
+
+
+def _backups(cfg: StackConfig) -> list[Problem]:
+    """backups: the job runs on one Docker host, copies only what runs there, and writes outside every data
+    directory it copies (a target inside one would copy its own backups; one holding them, prune beside them)."""
+    import posixpath
+
+    from components.config.schema import BACKUP_SERVICES
+
+    b = cfg.backups
+    if b is None:
+        return []
+    out = _need_host(cfg, "backups.host", b.host)
+    if out:
+        return out
+    host = cfg.hosts[b.host]
+    if host.kind == "kubernetes":
+        return [Problem(path="backups.host", message=(
+            f"{b.host} is a Kubernetes namespace; backups run on Docker hosts, where the data directories are host "
+            "paths. On Kubernetes use VolumeSnapshots of the StatefulSets' claims, or the managed services' backups"))]
+    deployed = b.deployed(cfg)
+    if b.services is None and not deployed:
+        where = sorted({h for h in ((cfg.data_services.host if cfg.data_services and cfg.data_services.external is None
+                                      else None), (cfg.monitoring.host if cfg.monitoring else None)) if h})
+        out.append(Problem(path="backups.host", message=(
+            f"{b.host} runs none of {', '.join(BACKUP_SERVICES)}, so there is nothing to back up there"
+            + (f"; they run on {', '.join(where)}" if where else "; this stack deploys none of them"))))
+    for i, s in enumerate(b.services or []):
+        if s in (b.services or [])[:i]:
+            out.append(Problem(path=f"backups.services[{i}]", message=f"{s} is listed twice"))
+        elif s not in deployed:
+            there = ", ".join(deployed) or "none of " + ", ".join(BACKUP_SERVICES)
+            out.append(Problem(path=f"backups.services[{i}]", message=(
+                f"{s} is not deployed on {b.host} (deployed there: {there}); the job copies the containers of its "
+                "own host")))
+    target = b.target
+    if b.store is not None:
+        store = cfg.model_stores.get(b.store)
+        if store is None:
+            return out + [Problem(path="backups.target.store", message=(
+                f"store {b.store!r} is not defined under modelStores (defined: "
+                f"{', '.join(sorted(cfg.model_stores)) or 'none'})"))]
+        if store.kind not in ("hostPath", "zfs", "nfs"):
+            out.append(Problem(path="backups.target.store", message=(
+                f"store {b.store!r} is a {store.kind} store; allowed: a hostPath, zfs or nfs store")))
+        elif store.host != b.host:
+            out.append(Problem(path="backups.target.store", message=(
+                f"store {b.store!r} is on {store.host}, but backups run on {b.host}; give a store of {b.host} "
+                "(for an nfs store, the host that serves it)")))
+        target = store.path
+    for s in b.chosen(cfg):
+        data = "/".join([host.appdata_root.rstrip("/"), s])
+        if target == data or target.startswith(data + "/") or data.startswith(target.rstrip("/") + "/"):
+            out.append(Problem(path="backups.target", message=(
+                f"{target} overlaps {s}'s data directory {data}; give a directory outside every data directory "
+                f"(e.g. {posixpath.join(posixpath.dirname(host.appdata_root.rstrip('/')) or '/', 'octollm-backups')})")))
+            break
     return out

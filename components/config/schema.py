@@ -573,6 +573,160 @@ class KubernetesConfig(Model):
         return v
 
 
+# --------------------------------------------------------------------------- backups
+# (imports of this section kept with it)
+from typing import ClassVar  # noqa: E402
+
+from pydantic import Discriminator, Tag  # noqa: E402
+
+BACKUP_SERVICES = ("postgres", "redis", "qdrant", "grafana")
+
+
+class BackupRetention(Model):
+    """Which backups the job keeps: the newest of each of the last `daily` days and `weekly` ISO weeks, or
+    every backup younger than `days` days. The newest backup is always kept, and nothing the job did not make."""
+
+    daily: int | None = Field(default=None, ge=1, le=366)
+    weekly: int | None = Field(default=None, ge=1, le=520)
+    days: int | None = Field(default=None, ge=1, le=3650)
+
+    @model_validator(mode="after")
+    def _one_policy(self) -> "BackupRetention":
+        if self.days is not None and (self.daily is not None or self.weekly is not None):
+            raise ValueError("give either days (keep every backup younger than that many days) or daily/weekly "
+                             "(keep the newest backup of each of the last N days / ISO weeks), not both")
+        if self.days is None and self.daily is None and self.weekly is None:
+            raise ValueError("give daily and/or weekly (e.g. daily: 7, weekly: 4), or days (e.g. days: 14)")
+        return self
+
+
+class BackupStoreTarget(Model):
+    """`target: {store: <name>}`: back up into a model store's directory (its dataset, on ZFS)."""
+
+    store: Name
+
+
+class BackupConfig(Model):
+    """`backups:` consistent copies of the data services, made on a schedule on the host that runs them."""
+
+    host: Name = Field(description="where the backup job runs: the host of the data services")
+    # One branch is validated, chosen by the value's shape, so an error names the form that was meant.
+    target: Annotated[Annotated[DataPath, Tag("Path")] | Annotated[BackupStoreTarget, Tag("Store")],
+                      Discriminator(lambda v: "Store" if isinstance(v, (dict, BackupStoreTarget)) else "Path")] = Field(
+        description="an absolute directory on that host, or {store: <modelStores name>} of kind zfs, nfs or hostPath")
+    schedule: str = Field(default="30 3 * * *", description=(
+        "a five-field cron expression (minute hour day-of-month month day-of-week, host local time) or @hourly, "
+        "@daily, @weekly, @monthly; on systemd hosts it becomes the timer's OnCalendar"))
+    retention: BackupRetention = BackupRetention(daily=7, weekly=4)
+    services: list[Literal["postgres", "redis", "qdrant", "grafana"]] | None = Field(
+        default=None, min_length=1,
+        description="what to back up; absent: every one of postgres, redis, qdrant and grafana deployed on the host")
+
+    MACROS: ClassVar[dict[str, str]] = {
+        "@hourly": "0 * * * *", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@weekly": "0 0 * * 0",
+        "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *"}
+    # (key, lowest, highest, names) of the five cron fields
+    CRON_FIELDS: ClassVar[tuple] = (
+        ("minute", 0, 59, ()), ("hour", 0, 23, ()), ("day-of-month", 1, 31, ()),
+        ("month", 1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")),
+        ("day-of-week", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")))
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _target_form(cls, v):
+        if isinstance(v, dict) and set(v) != {"store"}:
+            raise ValueError("is an absolute directory (e.g. /mnt/user/backups/octollm) or {store: <modelStores name>}; "
+                             f"got the keys {', '.join(sorted(map(str, v))) or 'none'}")
+        if not isinstance(v, (str, dict)):
+            raise ValueError("is an absolute directory (e.g. /mnt/user/backups/octollm) or {store: <modelStores name>}")
+        return v
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        text = " ".join(v.split())
+        text = cls.MACROS.get(text.lower(), text)
+        sets = cls.cron_sets(text)
+        if len(sets[0]) == 60:
+            raise ValueError(f"{v!r} runs every minute; give the minute it starts at (e.g. '30 3 * * *' for 03:30 daily)")
+        dom_all, dow_all = len(sets[2]) == 31, len(sets[4]) == 7
+        if not dom_all and not dow_all:
+            raise ValueError(f"{v!r} restricts both day-of-month and day-of-week, which cron ORs and a systemd timer "
+                             "ANDs; restrict only one of them (the other '*')")
+        return text
+
+    @classmethod
+    def cron_sets(cls, text: str) -> list[set[int]]:
+        """The values each field of a five-field cron expression allows (day-of-week 7 is 0, Sunday)."""
+        parts = text.split()
+        if len(parts) != 5:
+            raise ValueError(f"{text!r} is not a cron expression: five fields (minute hour day-of-month month "
+                             "day-of-week), e.g. '30 3 * * *', or one of " + ", ".join(sorted(cls.MACROS)))
+        out = []
+        for part, (key, lo, hi, names) in zip(parts, cls.CRON_FIELDS):
+            values: set[int] = set()
+            for item in part.lower().split(","):
+                m = re.fullmatch(r"(\*|[0-9a-z]+(?:-[0-9a-z]+)?)(?:/([0-9]+))?", item)
+                if not m:
+                    raise ValueError(f"{text!r}: {key} {item!r} is not '*', a number, a range a-b or a list of them, "
+                                     "each optionally with a step /n")
+
+                def num(s: str) -> int:
+                    if s in names:
+                        return names.index(s) + (1 if key == "month" else 0)
+                    if not s.isdigit() or not lo <= int(s) <= hi:
+                        allowed = f"{lo}-{hi}" + (f" or {names[0]}..{names[-1]}" if names else "")
+                        raise ValueError(f"{text!r}: {key} {s!r} is out of range; allowed: {allowed}")
+                    return int(s)
+
+                base, step = m.group(1), int(m.group(2)) if m.group(2) else 1
+                if step < 1:
+                    raise ValueError(f"{text!r}: {key} step /{step} must be at least 1")
+                if base == "*":
+                    a, b = lo, hi
+                elif "-" in base:
+                    a, b = (num(x) for x in base.split("-"))
+                    if a > b:
+                        raise ValueError(f"{text!r}: {key} range {base} runs backwards")
+                else:
+                    a = num(base)
+                    b = hi if m.group(2) else a
+                values.update(range(a, b + 1, step))
+            if key == "day-of-week" and 7 in values:
+                values = (values - {7}) | {0}
+            out.append(values)
+        return out
+
+    @property
+    def on_calendar(self) -> str:
+        """The schedule as a systemd OnCalendar expression (systemd.time(7)), for the same times."""
+        minute, hour, dom, month, dow = self.cron_sets(self.schedule)
+
+        def field(values: set[int], size: int) -> str:
+            return "*" if len(values) == size else ",".join(f"{v:02d}" for v in sorted(values))
+
+        days = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat")
+        prefix = "" if len(dow) == 7 else ",".join(days[d] for d in sorted(dow)) + " "
+        return f"{prefix}*-{field(month, 12)}-{field(dom, 31)} {field(hour, 24)}:{field(minute, 60)}:00"
+
+    @property
+    def store(self) -> str | None:
+        return self.target.store if isinstance(self.target, BackupStoreTarget) else None
+
+    def deployed(self, cfg: "StackConfig") -> list[str]:
+        """Which of BACKUP_SERVICES the stack deploys on the backup host, in that order."""
+        ds, out = cfg.data_services, []
+        if ds is not None and ds.external is None and ds.host == self.host:
+            out += [s for s in ("postgres", "redis", "qdrant") if getattr(ds, s) is not None]
+        if cfg.monitoring is not None and cfg.monitoring.host == self.host:
+            out.append("grafana")
+        return out
+
+    def chosen(self, cfg: "StackConfig") -> list[str]:
+        """What each backup copies: `services`, else every one deployed on the host."""
+        return [s for s in BACKUP_SERVICES if s in self.services] if self.services is not None else self.deployed(cfg)
+
+
 class StackConfig(Model):
     """Everything under `octollm-infra:` in Pulumi.<stack>.yaml."""
 
@@ -589,6 +743,7 @@ class StackConfig(Model):
     portainer: PortainerConfig | None = None
     workers: WorkerConfig | None = None
     homelab_ai: HomelabAiConfig | None = None
+    backups: BackupConfig | None = None
     images: dict[str, ImageRef] = {}
     model_catalog: dict[ModelName, ModelCatalogEntry] = Field(
         default={}, description="models the built-in catalogue does not know, with their size (sizeGb, vramGb)")

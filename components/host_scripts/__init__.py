@@ -307,3 +307,89 @@ def postgres_set_password(container: str, user: str, database: str, wait_seconds
 def grafana_set_admin_password(container: str, wait_seconds: int = 180) -> str:
     """Apply the configured admin password (GF_SECURITY_ADMIN_PASSWORD only acts on first start)."""
     return _render("grafana_set_admin_password", container=container, wait_seconds=int(wait_seconds))
+
+
+@dataclass(frozen=True)
+class BackupSpec:
+    """What one stack's backup job copies on its host, and where it writes."""
+
+    stack: str
+    target: str  # the directory backups go to (one directory per backup)
+    zfs_dataset: str = ""  # the target store's dataset; "": snapshot only when the target is found on ZFS
+    keep_daily: int = 0
+    keep_weekly: int = 0
+    keep_days: int = 0
+    postgres: tuple[str, str, str] | None = None  # (container, user, database)
+    redis: tuple[str, str] | None = None  # (container, host directory mounted at /data)
+    qdrant: tuple[str, str] | None = None  # (container, its HTTP API as the host reaches it)
+    grafana: tuple[str, str] | None = None  # (container, host directory mounted at /var/lib/grafana)
+    wait_seconds: int = 600
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        return tuple(s for s in ("postgres", "redis", "qdrant", "grafana") if getattr(self, s) is not None)
+
+
+def _backup_values(spec: BackupSpec, only: tuple[str, ...] | None = None) -> dict:
+    chosen = spec.services if only is None else only
+    values: dict = {}
+    if "postgres" in chosen and spec.postgres:
+        values.update(pg_container=spec.postgres[0], pg_user=spec.postgres[1], pg_database=spec.postgres[2])
+    if "redis" in chosen and spec.redis:
+        values.update(redis_container=spec.redis[0], redis_data=spec.redis[1])
+    if "qdrant" in chosen and spec.qdrant:
+        values.update(qdrant_container=spec.qdrant[0], qdrant_url=spec.qdrant[1])
+    if "grafana" in chosen and spec.grafana:
+        values.update(grafana_container=spec.grafana[0], grafana_data=spec.grafana[1])
+    return values
+
+
+def backup(spec: BackupSpec) -> str:
+    """Consistent copies of the spec's services into a new <target>/<id>, with a manifest; then retention.
+
+    The same script runs from the host's timer, `make backup` and before a risky plan (those two set
+    OCTOLLM_BACKUP_ONLY / OCTOLLM_BACKUP_REASON in its environment)."""
+    if not spec.services:
+        raise ValueError("a backup needs at least one service to copy")
+    return _render("backup", stack=spec.stack, target=spec.target, zfs_dataset=spec.zfs_dataset,
+                   keep_daily=int(spec.keep_daily), keep_weekly=int(spec.keep_weekly), keep_days=int(spec.keep_days),
+                   services=list(spec.services), wait_seconds=int(spec.wait_seconds),
+                   **{s: s in spec.services for s in ("postgres", "redis", "qdrant", "grafana")},
+                   **_backup_values(spec))
+
+
+def restore(spec: BackupSpec, service: str, backup_id: str, wait_seconds: int = 300) -> str:
+    """Restore one service of the spec from one backup (an id, or 'latest'), after checking its sha256 sums."""
+    if service not in spec.services:
+        raise ValueError(f"{service} is not one of the services the backups hold ({', '.join(spec.services)})")
+    return _render("restore", stack=spec.stack, target=spec.target, backup_id=backup_id, list=False, restore=True,
+                   wait_seconds=int(wait_seconds),
+                   **{s: s == service for s in ("postgres", "redis", "qdrant", "grafana")},
+                   **_backup_values(spec, (service,)))
+
+
+def backup_list(spec: BackupSpec) -> str:
+    """List the stack's backups in the target: id, services, size, reason."""
+    return _render("restore", stack=spec.stack, target=spec.target, list=True, restore=False,
+                   **{s: False for s in ("postgres", "redis", "qdrant", "grafana")})
+
+
+def _unit_field(value: str, what: str) -> str:
+    """A value written into a systemd unit or a crontab line: one line, no control characters (a newline
+    would start a directive of its own), and no '%' (cron reads it as a newline, systemd as a specifier)."""
+    if not value or any(not c.isprintable() for c in value) or "%" in value:
+        raise ValueError(f"{what} {value!r} cannot be written into a unit file or a crontab line")
+    return value
+
+
+def schedule_job(name: str, description: str, calendar: str, cron: str, script_path: str, log_path: str, *,
+                 install: bool) -> str:
+    """Install (install=True; the job's script on stdin) or remove a scheduled job on a Docker host: a systemd
+    timer, or on Unraid a cron file that update_cron merges into root's crontab."""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,99}", name):
+        raise ValueError(f"{name!r} is not a unit name")
+    for v, what in ((description, "description"), (calendar, "calendar"), (cron, "cron"),
+                    (script_path, "script path"), (log_path, "log path")):
+        _unit_field(v, what)
+    return _render("schedule_job", job=name, description=description, calendar=calendar, cron=cron,
+                   script_path=script_path, log_path=log_path, install=install, remove=not install)

@@ -35,6 +35,18 @@ class NodeTelemetry:
     namespace: str | None = None  # Kubernetes: the namespace whose pods are collected
 
 
+@dataclass(frozen=True)
+class ScheduledJob:
+    """A script a platform runs on a schedule (`Platform.schedule`)."""
+
+    name: str  # the job's own name on the platform: a systemd timer, a cron file, a CronJob
+    cron: str  # five-field cron expression (Kubernetes, cron)
+    calendar: str  # the same times as a systemd OnCalendar expression
+    script: str  # the bash script each run executes
+    description: str = ""
+    image: str | None = None  # where the platform runs it in a container (Kubernetes): the image
+
+
 @runtime_checkable
 class Platform(Protocol):
     name: str  # the inventory name (hosts.<name>)
@@ -89,3 +101,9 @@ class Platform(Protocol):
     # ------------------------------------------------------------------ telemetry
     def telemetry(self) -> NodeTelemetry:
         """What collects metrics and logs here: the monitoring stack starts those agents."""
+
+    # ------------------------------------------------------------------ scheduled work
+    def schedule(self, name: str, parent: pulumi.Resource, job: ScheduledJob,
+                 depends_on: Sequence[pulumi.Resource] = ()) -> pulumi.Resource:
+        """Run `job.script` on its schedule, from now until the resource is deleted (which removes the
+        schedule, never what the job wrote): a systemd timer or cron entry on a host, a CronJob on Kubernetes."""

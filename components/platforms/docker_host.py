@@ -22,7 +22,7 @@ import pulumi_docker as docker
 from components.config import catalog
 from components import host_scripts as scripts
 from components.config.schema import HostConfig, ModelStoreConfig
-from components.platforms.base import NodeTelemetry
+from components.platforms.base import NodeTelemetry, ScheduledJob
 from components.platforms.forms import docker_cpus, go_duration, mebibytes
 from components.platforms.workload import CONFIG_MOUNT, GpuSpec, MountSpec, ServiceSpec
 
@@ -331,6 +331,26 @@ class DockerHost(pulumi.ComponentResource):
         # already present, so a re-run after a failure is cheap and safe.
         return self.command(name, parent, scripts.ollama_pull(self.container_name(service), list(models)),
                             triggers=list(models), depends_on=depends_on)
+
+    def schedule(self, name: str, parent: pulumi.Resource, job: ScheduledJob,
+                 depends_on: Sequence[pulumi.Resource] = ()) -> pulumi.CustomResource:
+        """The job's script in <appdataRoot>/jobs, run by a systemd timer (OnCalendar=job.calendar); on Unraid,
+        which has no systemd, by a cron file in /boot/config/plugins/dynamix (job.cron), which Unraid's
+        update_cron merges into root's crontab now and at every boot. Which one is found on the host.
+
+        A changed script or schedule updates it in place; delete removes the timer (or cron file) and the
+        script, and nothing the job wrote. Replacing deletes first: the old resource's delete would otherwise
+        remove what the new one installed under the same name."""
+        args = dict(name=job.name, description=job.description or job.name, calendar=job.calendar, cron=job.cron,
+                    script_path=self.appdata("jobs", f"{job.name}.sh"), log_path=self.appdata("jobs", f"{job.name}.log"))
+        install = scripts.schedule_job(**args, install=True)
+        remove = scripts.schedule_job(**args, install=False)
+        opts = self.child_opts(parent, provider="command", depends_on=depends_on, delete_before_replace=True)
+        if self.cfg.kind == "local":
+            return command.local.Command(name, create=install, update=install, delete=remove, stdin=job.script,
+                                         interpreter=["/bin/bash", "-c"], opts=opts)
+        return command.remote.Command(name, connection=self.connection, create=install, update=install,
+                                      delete=remove, stdin=job.script, opts=opts)
 
     def telemetry(self) -> NodeTelemetry:
         ex = self.cfg.exporters

@@ -28,7 +28,7 @@ import pulumi_random as random
 
 from components.config import catalog
 from components.config.schema import HostConfig, KubernetesConfig, ModelStoreConfig
-from components.platforms.base import NodeTelemetry
+from components.platforms.base import NodeTelemetry, ScheduledJob
 from components.platforms.workload import CONFIG_MOUNT, HealthSpec, MountSpec, ServiceSpec
 
 NAME_LABEL = "app.kubernetes.io/name"
@@ -296,6 +296,22 @@ class KubernetesPlatform(pulumi.ComponentResource):
 
     def load_models(self, name: str, parent: pulumi.Resource, **_) -> None:
         return None  # servers here never write the store: prepare_models filled it
+
+    def schedule(self, name: str, parent: pulumi.Resource, job: ScheduledJob,
+                 depends_on: Sequence[pulumi.Resource] = ()) -> k8s.batch.v1.CronJob:
+        """A CronJob running the script with bash in `job.image`, on `job.cron` (the controller's time zone),
+        one run at a time; deleting it removes the CronJob and its Jobs, nothing they wrote."""
+        if not job.image:
+            raise pulumi.RunError(f"{job.name}: a scheduled job on Kubernetes needs the image it runs in")
+        pod, _ = self.pod_spec(ServiceSpec(name=job.name, image=job.image, cpus=0.5, memory_gb=0.5,
+                                           entrypoint=("/bin/bash", "-c"), command=(job.script,)), restart_never=True)
+        return k8s.batch.v1.CronJob(
+            name, metadata=self.meta(job.name, annotations={"octollm.io/description": job.description}
+                                     if job.description else None),
+            spec={"schedule": job.cron, "concurrencyPolicy": "Forbid", "successfulJobsHistoryLimit": 3,
+                  "failedJobsHistoryLimit": 3,
+                  "jobTemplate": {"spec": {"backoffLimit": 0, "template": self._template(job.name, pod, {})}}},
+            opts=self.child_opts(parent, depends_on=depends_on))
 
     def telemetry(self) -> NodeTelemetry:
         gpu = "dcgm" if self.cfg.gpus and not self.kube.managed_dcgm else None

@@ -42,6 +42,12 @@ class LoadBalancerArgs:
     platform: Platform
     backends: list[str]  # URLs of every Ollama instance
     users: pulumi.Input[str] | None = None  # htpasswd lines, secret
+    # The inference latency target (seconds): a histogram bucket, so the P95 alert can see it crossed.
+    latency_target_s: float | None = None
+
+
+# Traefik's default buckets (0.1, 0.3, 1.2, 5 s) cap any quantile at 5 s: generations take longer.
+LATENCY_BUCKETS_S = (0.1, 0.3, 1.2, 2.5, 5, 10, 20, 30, 60, 120)
 
 
 class LoadBalancer(pulumi.ComponentResource):
@@ -60,6 +66,8 @@ class LoadBalancer(pulumi.ComponentResource):
             f"--entrypoints.ollama.address=:{ENTRYPOINT_PORT}",
             f"--entrypoints.metrics.address=:{METRICS_PORT}",
             "--metrics.prometheus=true", "--metrics.prometheus.entrypoint=metrics",
+            "--metrics.prometheus.buckets=" + ",".join(
+                f"{b:g}" for b in sorted({*LATENCY_BUCKETS_S, *([args.latency_target_s] if args.latency_target_s else [])})),
             "--ping=true", "--ping.entrypoint=metrics",
             # The file provider watches the directory, so a changed backend list is picked up
             # without restarting the container.
