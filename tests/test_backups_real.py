@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
-import glob
 import json
 import os
 import re
@@ -41,6 +40,7 @@ import yaml
 
 from components import host_scripts as scripts
 from loopback import free_port, start_sshd
+from loopback_postgres import pg_bin as _pg_bin, start_cluster
 from test_real_host import unavailable
 from test_secrets_real import CmdlineSampler
 from tooling import backup as backup_tool
@@ -323,13 +323,6 @@ def grafana_state(db: Path, upto: int | None = None) -> tuple[int, int, str, str
 
 # --------------------------------------------------------------------------------------- the estate
 
-def _pg_bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    if not found:
-        unavailable("PostgreSQL is not installed (Debian package postgresql)")
-    return found[-1]
-
-
 @dataclass
 class Estate:
     base: Path
@@ -378,30 +371,16 @@ def estate():
                       ("curl", "curl"), ("flock", "util-linux"), ("sshd", "openssh-server")):
         if shutil.which(tool) is None and not (tool == "sshd" and os.path.exists("/usr/sbin/sshd")):
             unavailable(f"{tool} is not installed (Debian package {pkg})")
-    try:
-        subprocess.run(["id", "postgres"], check=True, capture_output=True)
-    except subprocess.CalledProcessError:
-        unavailable("no postgres user (Debian package postgresql creates it)")
     base = Path(tempfile.mkdtemp(prefix="octollm-drill-"))
     base.chmod(0o755)
     appdata, target, state = base / "appdata", base / "backups", base / "state"
     for d in (appdata / "redis", appdata / "grafana", target, state):
         d.mkdir(parents=True)
     # PostgreSQL 15 as the official image sets it up: the socket trusts, TCP asks for the password.
-    pg, sock = base / "pg", base / "sock"
-    for p in (pg, sock):
-        p.mkdir()
-        shutil.chown(p, "postgres")
-    as_pg = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_pg, _pg_bin("initdb"), "-D", str(pg), "-U", "postgres", "--auth-local=trust"],
-                   check=True, capture_output=True)
-    (pg / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n")
-    pg_port = free_port()
-    subprocess.run([*as_pg, _pg_bin("pg_ctl"), "-D", str(pg), "-w", "-l", str(pg / "log"), "-o",
-                    f"-c listen_addresses=127.0.0.1 -p {pg_port} -k {sock}", "start"], check=True, capture_output=True)
+    cluster = start_cluster(base)
+    pg_port = cluster.port
     # The role's password reaches psql on stdin, as SQL, not in any argv.
-    subprocess.run([*as_pg, _pg_bin("psql"), "-h", str(sock), "-p", str(pg_port), "-U", "postgres", "-qX",
-                    "-v", "ON_ERROR_STOP=1"], check=True, capture_output=True, text=True,
+    subprocess.run(cluster.psql("-qX"), check=True, capture_output=True, text=True,
                    input=f"CREATE ROLE octollm LOGIN SUPERUSER PASSWORD '{PG_PASSWORD}';\n"
                          "CREATE DATABASE octollm OWNER octollm;\n")
     # Redis 7 as the program runs it (AOF, everysec), its password in a private config file.
@@ -486,7 +465,7 @@ def estate():
             e.docker("stop", c)
         sshd.stop()
         qdrant.server.shutdown()
-        subprocess.run([*as_pg, _pg_bin("pg_ctl"), "-D", str(pg), "-m", "fast", "stop"], capture_output=True)
+        cluster.stop()
         shutil.rmtree(base, ignore_errors=True)
 
 

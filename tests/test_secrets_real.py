@@ -9,63 +9,38 @@ would pass (`-e NAME` copies NAME from the caller, as the Engine API does).
 from __future__ import annotations
 
 import glob
-import os
 import secrets
 import shutil
 import subprocess
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from components import host_scripts as scripts
-from test_real_host import _free_port, unavailable
+from loopback_postgres import start_cluster
 
 # Unique per run: another run of this suite on the machine must not show up in this one's sampler.
 PASSWORD = f"Rot4ted-S3cret-{secrets.token_hex(8)}"
 OLD = "old-pw-1"
 
 
-def _pg_bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    if not found:
-        unavailable("PostgreSQL is not installed (Debian package postgresql)")
-    return found[-1]
-
-
 @pytest.fixture
 def postgres():
-    if os.geteuid() != 0 or shutil.which("runuser") is None:
-        unavailable("the PostgreSQL test needs root to run the server as the postgres user")
-    try:
-        subprocess.run(["id", "postgres"], check=True, capture_output=True)
-    except subprocess.CalledProcessError:
-        unavailable("no postgres user (Debian package postgresql creates it)")
-    # pytest's own temporary directories are private to root; the server runs as postgres.
     base = Path(tempfile.mkdtemp(prefix="octollm-pg-"))
     base.chmod(0o755)
-    d, sock = base / "pg", base / "sock"
-    for p in (d, sock):
-        p.mkdir()
-        shutil.chown(p, "postgres")
-    as_pg = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_pg, _pg_bin("initdb"), "-D", str(d), "-U", "postgres", "--auth-local=trust"],
-                   check=True, capture_output=True)
-    # As the official image: the socket inside the container trusts its users, the network asks for
-    # the password. Only loopback listens here.
-    (d / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n")
-    port = _free_port()
-    subprocess.run([*as_pg, _pg_bin("pg_ctl"), "-D", str(d), "-w", "-l", str(d / "log"), "-o",
-                    f"-c listen_addresses=127.0.0.1 -p {port} -k {sock}", "start"], check=True, capture_output=True)
-    psql = [*as_pg, "psql", "-h", str(sock), "-p", str(port), "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-q"]
-    subprocess.run([*psql, "-c", f"CREATE ROLE octollm LOGIN PASSWORD '{OLD}'"], check=True, capture_output=True)
-    subprocess.run([*psql, "-c", "CREATE DATABASE octollm OWNER octollm"], check=True, capture_output=True)
     try:
-        yield sock, port
+        pg = start_cluster(base)
+    except BaseException:
+        shutil.rmtree(base, ignore_errors=True)
+        raise
+    subprocess.run(pg.psql("-q", "-c", f"CREATE ROLE octollm LOGIN PASSWORD '{OLD}'"), check=True, capture_output=True)
+    subprocess.run(pg.psql("-q", "-c", "CREATE DATABASE octollm OWNER octollm"), check=True, capture_output=True)
+    try:
+        yield pg.sock, pg.port
     finally:
-        subprocess.run([*as_pg, _pg_bin("pg_ctl"), "-D", str(d), "-m", "fast", "stop"], capture_output=True)
+        pg.stop()
         shutil.rmtree(base, ignore_errors=True)
 
 
