@@ -111,9 +111,14 @@ cli_version() {
 	die "no version of $PKG_MODULE at or after $want is served"
 }
 
-# srchash DIR...: a hash of our own sources that go into a binary.
+# srchash DIR...: a hash of our own sources that go into a binary. Paths are hashed relative to
+# each DIR: CI builds from a fresh clone in a new directory each time, and an absolute path in the
+# hash would make every such clone rebuild everything.
 srchash() {
-	find "$@" -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16
+	local d
+	for d in "$@"; do
+		(cd "$d" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
+	done | sha256sum | cut -c1-16
 }
 
 # up_to_date NAME STAMP: whether bin/NAME exists and was built from the same inputs.
