@@ -83,7 +83,7 @@ up: setup pulumi-cli policy-venv
 	$(PULUMI) stack export --stack $(STACK) --file backups/$(STACK)-$$(date -u +%Y%m%dT%H%M%SZ).json
 	$(PY) -m tooling.backup -s $(STACK) --before-plan .pulumi-plan-$(STACK).json
 	$(PULUMI) up --stack $(STACK) --plan .pulumi-plan-$(STACK).json --policy-pack policy --yes --parallel $(PARALLEL)
-	PULUMI=$(PULUMI) $(PY) -m tooling.verify -s $(STACK) --wait $(VERIFY_WAIT) --skip-unsupported
+	PULUMI=$(PULUMI) $(PY) -m tooling.verify -s $(STACK) --wait $(VERIFY_WAIT)
 
 ## Check that the live estate of STACK works: containers healthy, models, scrape targets, datasources,
 ## Traefik backends, data services and health endpoints (tooling/verify.py). Changes nothing.

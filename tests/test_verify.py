@@ -524,12 +524,14 @@ def test_hosts_filter_and_an_unknown_host(clean):
 
 # ---- without a host ----------------------------------------------------------------------------------------
 
-def test_kubernetes_is_not_supported_yet(capsys):
+def test_a_kubernetes_stack_is_checked_through_its_cluster(capsys, monkeypatch, tmp_path):
+    """gke goes to tooling/verify_kubernetes.py (tests/test_verify_kubernetes.py checks it against a stand-in
+    API server); here without a kubeconfig, which fails its first row and exits 1."""
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
     assert verify.main(["-s", "gke"]) == 1
     out = capsys.readouterr().out
-    assert re.search(r"^gke\s+-\s+platform\s+FAILED: not supported for platform kubernetes yet", out, re.M), out
-    assert verify.main(["-s", "gke", "--skip-unsupported"]) == 0
-    assert "skipped: not supported for platform kubernetes yet" in capsys.readouterr().out
+    assert re.search(r"^gke\s+-\s+kubernetes-api\s+FAILED: cannot load the kubeconfig", out, re.M), out
+    assert re.search(r"^gke\s+ollama\s+models\s+not checked: the API server cannot be reached", out, re.M), out
 
 
 def test_invalid_config_exits_2(tmp_path, capsys):
@@ -578,7 +580,7 @@ def test_make_up_verifies_after_pulumi_up_and_make_verify_runs_it(tmp_path):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     up = next(i for i, l in enumerate(lines) if l.startswith("pulumi up --stack homelab --plan"))
-    assert "-m tooling.verify -s homelab" in lines[up + 1] and "--skip-unsupported" in lines[up + 1]
+    assert re.search(r"-m tooling.verify -s homelab --wait \d+$", lines[up + 1]), lines[up + 1]
     out = subprocess.run(["make", "-n", "-C", str(ROOT), "verify", "STACK=unraid", "PULUMI=pulumi"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

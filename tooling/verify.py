@@ -1,4 +1,4 @@
-"""verify: check that the live estate of a Docker stack works, and print a table.
+"""verify: check that the live estate of a stack works, and print a table.
 
     python -m tooling.verify -s unraid                # reads Pulumi.unraid.yaml
     python -m tooling.verify --file my-stack.yaml --hosts server80 --wait 180
@@ -19,6 +19,9 @@ config, read as doctor reads it; every host is reached as doctor and the docker 
 Published ports are reached through the host: an `ssh -W <bind address>:<port>` channel on the same
 verified SSH connection, so what is checked is what a client of the host sees. Exit status 0 when
 every check passes, 1 when one fails, 2 when the stack's config is invalid.
+
+A Kubernetes stack is checked by tooling/verify_kubernetes.py, through the cluster's API server, with the
+same table and exit status.
 """
 
 from __future__ import annotations
@@ -382,6 +385,14 @@ def expected_ollama_models(cfg: StackConfig, name: str) -> tuple[list[str], str]
     return models, writer
 
 
+def model_diff(want: list[str], listed: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """Of the models an Ollama instance must serve: those it lists, those it lacks; and what it lists besides."""
+    have = {normalise_model(m) for m in listed if m}
+    wanted = {normalise_model(m) for m in want}
+    return ([m for m in want if normalise_model(m) in have], [m for m in want if normalise_model(m) not in have],
+            sorted(m for m in listed if m and normalise_model(m) not in wanted))
+
+
 def ollama_backends(cfg: StackConfig) -> list[str]:
     """The URLs Traefik balances over: every Ollama instance's published port (stack.ollama_endpoints)."""
     out = []
@@ -415,6 +426,13 @@ def expected_scrape_targets(cfg: StackConfig) -> dict[str, list[str]]:
 
     def platform(h: str) -> SimpleNamespace:
         hc = cfg.hosts[h]
+        if hc.kind == "kubernetes":
+            # What the namespace collects (KubernetesPlatform.telemetry): no node exporters, the cluster's logs.
+            from components.platforms.kubernetes import KubernetesPlatform
+
+            kc = cfg.kubernetes
+            me = SimpleNamespace(cfg=hc, kube=kc, namespace_name=kc.namespace)
+            return SimpleNamespace(name=h, cfg=hc, telemetry=lambda: KubernetesPlatform.telemetry(me))
         return SimpleNamespace(name=h, cfg=hc, telemetry=lambda: DockerHost.telemetry(SimpleNamespace(cfg=hc)))
 
     args = SimpleNamespace(central=platform(mc.host), hosts={h: platform(h) for h in monitored_hosts(cfg)},
@@ -424,6 +442,27 @@ def expected_scrape_targets(cfg: StackConfig) -> dict[str, list[str]]:
     jobs += MonitoringStack._exporter_jobs(args)
     # A probed job's targets are URLs that the relabelling turns into the `instance` label.
     return {j.job: list(j.targets) for j in sorted(jobs, key=lambda j: j.job)}
+
+
+def target_health(expected: dict[str, list[str]], active: list[dict]) -> tuple[list[str], list[str], list[str]]:
+    """Prometheus's active targets against the expected ones: the jobs with targets down (and their errors),
+    the jobs not scraped yet, and the expected targets Prometheus does not have."""
+    seen = {((t.get("labels") or {}).get("job"), (t.get("labels") or {}).get("instance")): t for t in active}
+    down, unknown, absent = [], [], []
+    for job, targets in expected.items():
+        bad = []
+        for inst in targets:
+            t = seen.get((job, inst))
+            if t is None:
+                absent.append(f"{job} ({inst})")
+            elif t.get("health") == "unknown":
+                unknown.append(job)
+            elif t.get("health") != "up":
+                err = " ".join(str(t.get("lastError") or t.get("health")).split())[:100]
+                bad.append(f"{inst}: {err}")
+        if bad:
+            down.append(f"{job} ({'; '.join(bad)})")
+    return down, unknown, absent
 
 
 def expected_datasources() -> list[dict]:
@@ -528,11 +567,7 @@ def check_ollama(cfg: StackConfig, name: str, bind: str, port: int):
         except (ValueError, AttributeError):
             return failed(f"{where} answers /api/tags with something that is not Ollama's model list ({r.text(80)})",
                           f"is {svc.container} really Ollama? see `docker logs {svc.container}`")
-        have = {normalise_model(m) for m in listed if m}
-        present = [m for m in want if normalise_model(m) in have]
-        missing = [m for m in want if normalise_model(m) not in have]
-        wanted = {normalise_model(m) for m in want}
-        extra = sorted(m for m in listed if m and normalise_model(m) not in wanted)
+        present, missing, extra = model_diff(want, listed)
         if not missing and not extra:
             return ok(", ".join(want) if want else "no models configured, none listed")
         wnode = cfg.all_inference[writer]
@@ -638,21 +673,7 @@ def check_prometheus(cfg: StackConfig, bind: str, port: int):
         except (ValueError, KeyError, TypeError):
             return failed(f"{where} answers /api/v1/targets with {r.status} ({r.text(80)})",
                           f"see `docker logs {svc.container}`")
-        seen = {((t.get("labels") or {}).get("job"), (t.get("labels") or {}).get("instance")): t for t in active}
-        down, unknown, absent = [], [], []
-        for job, targets in expected.items():
-            bad = []
-            for inst in targets:
-                t = seen.get((job, inst))
-                if t is None:
-                    absent.append(f"{job} ({inst})")
-                elif t.get("health") == "unknown":
-                    unknown.append(job)
-                elif t.get("health") != "up":
-                    err = " ".join(str(t.get("lastError") or t.get("health")).split())[:100]
-                    bad.append(f"{inst}: {err}")
-            if bad:
-                down.append(f"{job} ({'; '.join(bad)})")
+        down, unknown, absent = target_health(expected, active)
         total = len(expected)
         ui = f"http://{cfg.hosts[svc.host].address}:{port}/targets"
         if down:
@@ -921,11 +942,19 @@ def grafana_password(stack: str, project_dir: Path) -> tuple[str | None, str]:
     """Grafana's admin password from the stack's secret config, else from its output; or why not.
 
     The value stays in memory: it goes into the Authorization header of the requests to Grafana only."""
+    return stack_secret(stack, project_dir, "grafanaAdminPassword", "grafanaAdminPassword")
+
+
+def stack_secret(stack: str, project_dir: Path, config_key: str, output_key: str | None) -> tuple[str | None, str]:
+    """A secret of the stack from its secret config, else (with output_key) from its output; or why not.
+
+    Read through the pulumi CLI (`PULUMI` names it); the value is returned, never printed or put in argv."""
     binary = pulumi_binary()
     if binary is None:
         return None, "no pulumi CLI here to read the stack's secret config or output"
-    tries = [("secret config", ["config", "get", "grafanaAdminPassword", "--stack", stack]),
-             ("stack output", ["stack", "output", "grafanaAdminPassword", "--show-secrets", "--stack", stack])]
+    tries = [("secret config", ["config", "get", config_key, "--stack", stack])]
+    if output_key:
+        tries.append(("stack output", ["stack", "output", output_key, "--show-secrets", "--stack", stack]))
     problems = []
     for what, args in tries:
         try:
@@ -952,9 +981,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wait", type=float, default=0,
                     help="keep checking what fails, every 5 s, for up to this many seconds: right after "
                          "`pulumi up` health checks are still starting and targets not yet scraped (default 0)")
-    ap.add_argument("--skip-unsupported", action="store_true",
-                    help="a stack on a platform verify does not check yet (kubernetes) is a skipped row "
-                         "and exit status 0, not a failure (what `make up` and the deploy workflow use)")
+    ap.add_argument("--kubeconfig", type=Path, default=None,
+                    help="Kubernetes: this kubeconfig file instead of the one the stack's provider uses (its "
+                         "`kubeconfig` secret config, else KUBECONFIG, else ~/.kube/config)")
+    ap.add_argument("--context", default=None,
+                    help="Kubernetes: this kubeconfig context instead of kubernetes.context (else the current one)")
     a = ap.parse_args(argv)
     if a.file is None and a.stack is None:
         ap.error("give -s STACK or --file")
@@ -962,7 +993,8 @@ def main(argv: list[str] | None = None) -> int:
     stack = a.stack or path.stem.split(".", 1)[-1]
     try:
         # As doctor: encrypted values are left out (the admin password is read through pulumi).
-        cfg, _ = load_stack_config(read_stack_file(path)[0])
+        plain, encrypted = read_stack_file(path)
+        cfg, _ = load_stack_config(plain)
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         return 2
@@ -975,18 +1007,14 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     hosts = [h for h in sorted(cfg.hosts) if not a.hosts or h in a.hosts]
-    if cfg.platform != "docker":
-        status = "skipped" if a.skip_unsupported else "FAILED"
-        rows = [Row(h, "-", "platform", Outcome(status, f"not supported for platform {cfg.platform} yet: verify "
-                                                        "checks Docker hosts; check the cluster's workloads with "
-                                                        f"`kubectl get deploy,sts,ds -n {cfg.kubernetes.namespace}`"
-                                                        if cfg.kubernetes else f"not supported for platform "
-                                                        f"{cfg.platform} yet")) for h in hosts]
-        print(render(rows))
-        return 0 if a.skip_unsupported else 1
+    project = path.resolve().parent if (path.resolve().parent / "Pulumi.yaml").exists() else ROOT
+    if cfg.platform == "kubernetes" and cfg.kubernetes is not None:
+        from . import verify_kubernetes
+
+        return verify_kubernetes.run(cfg, stack, project, hosts, encrypted, kubeconfig=a.kubeconfig,
+                                     context=a.context, timeout=a.timeout, wait=a.wait)
     password, problem = (None, "")
     if cfg.monitoring and cfg.monitoring.host in hosts:
-        project = path.resolve().parent if (path.resolve().parent / "Pulumi.yaml").exists() else ROOT
         password, problem = grafana_password(stack, project)
     ctx = Context(cfg, stack, password, problem)
     rows = verify(ctx, hosts, timeout=a.timeout, wait=a.wait, progress=lambda m: print(m, file=sys.stderr))
