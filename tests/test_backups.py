@@ -25,6 +25,16 @@ from tooling import backup as backup_tool
 SHELLCHECK = str(Path(sys.executable).parent / "shellcheck")
 UNRAID = stack_config("unraid")
 MINIMAL = {"host": "unraid", "target": "/mnt/user/backups/octollm"}
+HOMELAB = stack_config("homelab")
+
+
+def without_backups(raw: dict) -> dict:
+    """The stack's config without backups: (and without the store made for them, homelab's octollm-backups)."""
+    raw = copy.deepcopy(raw)
+    target = (raw.pop("backups", None) or {}).get("target")
+    if isinstance(target, dict):
+        raw["modelStores"].pop(target["store"])
+    return raw
 
 
 def need(tool: str, package: str) -> str:
@@ -86,12 +96,16 @@ INVALID = {
     "target of two forms": ({**MINIMAL, "target": {"store": "x", "path": "/a"}}, None, "backups.target", "got the keys path, store"),
     "unknown store": ({**MINIMAL, "target": {"store": "nope"}}, None, "backups.target.store", "not defined under modelStores (defined: ollama-models)"),
     "unknown host": ({**MINIMAL, "host": "tower"}, None, "backups.host", "host 'tower' is not defined; defined hosts: unraid"),
-    "unknown service": ({**MINIMAL, "services": ["mysql"]}, None, "backups.services[0]", "'postgres', 'redis', 'qdrant' or 'grafana'"),
+    "unknown service": ({**MINIMAL, "services": ["mysql"]}, None, "backups.services[0]",
+                        "'postgres', 'redis', 'worker-redis', 'qdrant' or 'grafana'"),
     "service twice": ({**MINIMAL, "services": ["redis", "redis"]}, None, "backups.services[1]", "listed twice"),
     "service not on the host": ({**MINIMAL, "services": ["grafana"]}, _del("monitoring"), "backups.services[0]",
                                 "grafana is not deployed on unraid (deployed there: postgres, redis, qdrant)"),
     "nothing on the host": (MINIMAL, _del("dataServices", "octollm", "monitoring"), "backups.host",
-                            "runs none of postgres, redis, qdrant, grafana"),
+                            "runs none of postgres, redis, worker-redis, qdrant, grafana"),
+    "workers' Redis not on the host": ({**MINIMAL, "services": ["worker-redis"]}, None, "backups.services[0]",
+                                       "worker-redis is not deployed on unraid (deployed there: postgres, redis, "
+                                       "qdrant, grafana)"),
     "target inside a data directory": ({**MINIMAL, "target": "/mnt/user/appdata/octollm/redis/backups"}, None,
                                        "backups.target", "overlaps redis's data directory"),
     "target holding the data directories": ({**MINIMAL, "target": "/mnt/user/appdata/octollm"}, None, "backups.target",
@@ -108,14 +122,35 @@ def test_invalid_backups_are_refused_with_the_key_and_what_is_allowed(case):
 
 
 def test_a_store_must_be_a_host_store_on_the_backup_host():
-    homelab = stack_config("homelab")
-    # homelab: grafana runs on server80; its stores: an NFS export on server80, ZFS datasets on zfs-ai.
+    homelab = HOMELAB
+    # homelab: grafana runs on server80, the workers' Redis on zfs-ai; its stores: an NFS export on server80,
+    # ZFS datasets on zfs-ai.
     cfg, _ = load_stack_config(with_backups({"host": "server80", "target": {"store": "ollama-models"}}, homelab))
     assert cfg.backups.chosen(cfg) == ["grafana"]
     found = problems(with_backups({"host": "server80", "target": {"store": "ai-models"}}, homelab))
     assert "backups.target.store: store 'ai-models' is on zfs-ai, but backups run on server80" in found[0]
-    found = problems(with_backups({"host": "zfs-ai", "target": "/service-pool/backups"}, homelab))
-    assert "backups.host: zfs-ai runs none of postgres, redis, qdrant, grafana" in found[0] and "server80" in found[0]
+    found = problems(with_backups({"host": "server84", "target": "/opt/octollm-backups"}, homelab))
+    assert found == ["backups.host: server84 runs none of postgres, redis, worker-redis, qdrant, grafana, so there "
+                     "is nothing to back up there; they run on server80, zfs-ai"]
+
+
+def test_the_workers_redis_is_backed_up_where_the_workers_run():
+    cfg, _ = load_stack_config(with_backups({"host": "zfs-ai", "target": "/service-pool/backups"}, HOMELAB))
+    assert cfg.backups.chosen(cfg) == ["worker-redis"]
+    spec = backup_tool.spec_for(cfg, "homelab")
+    assert spec.services == ("worker-redis",)
+    assert spec.worker_redis == ("worker-redis", "/service-pool/appdata/worker-redis")
+
+    def elsewhere(raw):
+        raw["workers"]["redisDataPath"] = "/service-pool/queue"
+    cfg, _ = load_stack_config(with_backups({"host": "zfs-ai", "target": "/service-pool/backups"}, HOMELAB, elsewhere))
+    assert backup_tool.spec_for(cfg, "homelab").worker_redis == ("worker-redis", "/service-pool/queue")
+    # Its data directory is where workers.redisDataPath puts it, and the target may not overlap it.
+    found = problems(with_backups({"host": "zfs-ai", "target": "/service-pool/queue/backups"}, HOMELAB, elsewhere))
+    assert found == ["backups.target: /service-pool/queue/backups overlaps worker-redis's data directory "
+                     "/service-pool/queue; give a directory outside every data directory (e.g. /service-pool/octollm-backups)"]
+    found = problems(with_backups({"host": "zfs-ai", "target": "/service-pool/appdata/worker-redis/b"}, HOMELAB))
+    assert any("overlaps worker-redis's data directory /service-pool/appdata/worker-redis" in p for p in found), found
 
 
 def test_kubernetes_is_refused_with_what_to_use_instead():
@@ -123,6 +158,16 @@ def test_kubernetes_is_refused_with_what_to_use_instead():
     assert found == ["backups.host: gke is a Kubernetes namespace; backups run on Docker hosts, where the data "
                      "directories are host paths. On Kubernetes use VolumeSnapshots of the StatefulSets' claims, or "
                      "the managed services' backups"]
+
+
+def test_the_tools_refuse_a_kubernetes_stack_and_say_what_to_do(capsys):
+    from tooling import restore as restore_tool
+    for argv in ((backup_tool, ["-s", "gke"]), (restore_tool, ["-s", "gke", "--list"]),
+                 (restore_tool, ["-s", "gke", "--service", "postgres", "--backup", "latest", "--yes"])):
+        assert argv[0].main(argv[1]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("stack 'gke' runs on Kubernetes, which this tool does not back up or restore") and \
+            "VolumeSnapshot of each claim" in err and "pg_dump --format=custom" in err, err
 
 
 def _cron_times(expr: str, start: dt.datetime, n: int) -> list[dt.datetime]:
@@ -161,7 +206,7 @@ def unraid_with_backups(run):
 
 
 def test_backups_add_three_resources_and_change_nothing_else(run, unraid_with_backups):
-    base = run("unraid")
+    base = run("unraid", config=without_backups(UNRAID))
     assert base.error is None
     assert not [r for r in base.registrations if "backup" in r.name.lower() or "Backups" in r.type]
     added = unraid_with_backups.names() - base.names()
@@ -177,7 +222,7 @@ def test_backups_add_three_resources_and_change_nothing_else(run, unraid_with_ba
 
 @pytest.mark.parametrize("stack", ["dev", "unraid", "homelab", "gke"])
 def test_stacks_without_backups_register_no_backup_resource(run, stack):
-    r = run(stack)
+    r = run(stack, config=without_backups(stack_config(stack)))
     assert r.error is None
     assert not [x for x in r.registrations if x.type in ("octollm:index:Backups", "kubernetes:batch/v1:CronJob")
                 or "backup" in x.name.lower()]
@@ -208,10 +253,31 @@ def test_the_component_installs_the_job_the_tool_runs(unraid_with_backups):
     assert r.outputs["backups"] == "/mnt/user/backups/octollm"
 
 
-def test_the_stateful_resource_names_are_the_containers_the_program_registers(unraid_with_backups):
-    containers = {r.name: r for r in unraid_with_backups.of_type("docker:index/container:Container")}
+def test_the_real_stacks_back_up_their_data(run):
+    """unraid: every data service and Grafana onto an array share; homelab: the workers' Redis into a ZFS dataset."""
+    unraid = run("unraid")
+    assert unraid.error is None, unraid.error
+    script = unraid.by_name("backups-schedule").inputs["stdin"]
+    assert "configured=(postgres redis qdrant grafana)" in script and "target=/mnt/user/backups/octollm" in script
+    assert "/mnt/user/backups/octollm" in unraid.by_name("backups-target-dir").inputs["create"]
+    homelab = run("homelab")
+    assert homelab.error is None, homelab.error
+    sched = homelab.by_name("backups-schedule")
+    script = sched.inputs["stdin"]
+    assert "configured=(worker-redis)" in script and "ds=service-pool/octollm-backups" in script
+    assert "worker_redis_c=worker-redis" in script and "worker_redis_data=/service-pool/appdata/worker-redis" in script
+    assert "backups-target-dir" not in homelab.names()
+    assert homelab.urn_of("octollm-backups-dataset") in sched.dependencies
+    assert homelab.urn_of("zfs-ai-preflight") in sched.dependencies
+    assert "'*-*-* 04:00:00'" in sched.inputs["create"]
+
+
+def test_the_stateful_resource_names_are_the_containers_the_program_registers(unraid_with_backups, run):
+    homelab = run("homelab")  # the workers run there, on a host without a container prefix
     for name, service in STATEFUL_RESOURCES.items():
-        assert containers[name].inputs["name"] == f"octollm-{service}"
+        res, prefix = (homelab, "") if service == "worker-redis" else (unraid_with_backups, "octollm-")
+        [container] = [r for r in res.of_type("docker:index/container:Container") if r.name == name]
+        assert container.inputs["name"] == f"{prefix}{service}"
 
 
 def test_a_zfs_store_target_is_snapshotted_and_not_made_again(run):
@@ -299,7 +365,7 @@ def test_a_saved_plan_names_the_stateful_containers_it_replaces_or_deletes():
 
 
 def _stack_file(tmp_path: Path, backups: dict | None) -> Path:
-    raw = copy.deepcopy(UNRAID)
+    raw = without_backups(UNRAID)
     if backups:
         raw["backups"] = backups
     f = tmp_path / "Pulumi.unraid.yaml"
@@ -331,6 +397,27 @@ def test_before_plan_runs_the_backup_of_the_replaced_services_first(tmp_path, mo
     # A failed backup stops `make up`.
     monkeypatch.setattr(backup_tool, "run_script", lambda *a: (1, ["backup: disk full"]))
     assert backup_tool.main(["-s", "unraid", "--file", str(f), "--before-plan", str(plan)]) == 1
+
+
+def test_before_plan_backs_up_the_workers_redis_of_homelab(run, tmp_path, monkeypatch, capsys):
+    """A plan replacing the workers' Redis (its resource as the real homelab program registers it) backs it up."""
+    [reg] = [r for r in run("homelab").of_type("docker:index/container:Container") if r.inputs["name"] == "worker-redis"]
+    ran = []
+
+    def fake_run(cfg, script, env, timeout):
+        ran.append((script, env))
+        return 0, ["backup-id: 20261201T000000Z", "backup-path: /service-pool/octollm-backups/20261201T000000Z"]
+    monkeypatch.setattr(backup_tool, "run_script", fake_run)
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"resourcePlans": {reg.urn: {"steps": ["delete-replaced", "replace",
+                                                                      "create-replacement"]}}}))
+    assert backup_tool.main(["-s", "homelab", "--before-plan", str(plan)]) == 0
+    [(script, env)] = ran
+    assert env == {"OCTOLLM_BACKUP_ONLY": "worker-redis", "OCTOLLM_BACKUP_REASON": "before plan: replace workers-redis"}
+    assert script == run("homelab").by_name("backups-schedule").inputs["stdin"], "the installed job's own script"
+    out = capsys.readouterr().out
+    assert "the plan would replace workers-redis (worker-redis;" in out
+    assert "python -m tooling.restore -s homelab --service worker-redis --backup 20261201T000000Z" in out
 
 
 def test_before_plan_without_backups_warns_and_lets_the_plan_go(tmp_path, monkeypatch, capsys):
@@ -390,8 +477,11 @@ def _shellcheck(text: str, tmp_path: Path, name: str) -> None:
 def _specs():
     pg, rd = ("octollm-postgres", "octollm", "octollm"), ("octollm-redis", "/mnt/x/redis")
     qd, gf = ("octollm-qdrant", "http://127.0.0.1:3012"), ("octollm-grafana", "/mnt/x/grafana")
-    yield scripts.BackupSpec("s", "/mnt/b", keep_daily=7, keep_weekly=4, postgres=pg, redis=rd, qdrant=qd, grafana=gf)
-    for one in ({"postgres": pg}, {"redis": rd}, {"qdrant": qd}, {"grafana": gf}):
+    wr = ("octollm-worker-redis", "/mnt/x/worker-redis")
+    yield scripts.BackupSpec("s", "/mnt/b", keep_daily=7, keep_weekly=4, postgres=pg, redis=rd, worker_redis=wr,
+                             qdrant=qd, grafana=gf)
+    for one in ({"postgres": pg}, {"redis": rd}, {"worker_redis": wr}, {"qdrant": qd}, {"grafana": gf},
+                {"redis": rd, "worker_redis": wr}):
         yield scripts.BackupSpec("s", "/mnt/b", zfs_dataset="tank/b", keep_days=3, **one)
 
 
@@ -427,8 +517,9 @@ def test_hostile_values_stay_data(tmp_path):
     for v in (f"a$(touch {marker})b", f"a`touch {marker}`b", f"a';touch {marker};'b", f'a";touch {marker};"b',
               f"a\ntouch {marker}\nb", "-rf", "*"):
         spec = scripts.BackupSpec(v, str(target), zfs_dataset=v, keep_daily=1, postgres=(v, v, v), redis=(v, v),
-                                  qdrant=(v, v), grafana=(v, v))
-        for text in (scripts.backup(spec), scripts.backup_list(spec), scripts.restore(spec, "redis", v)):
+                                  worker_redis=(v, v), qdrant=(v, v), grafana=(v, v))
+        for text in (scripts.backup(spec), scripts.backup_list(spec), scripts.restore(spec, "redis", v),
+                     scripts.restore(spec, "worker-redis", v)):
             assert subprocess.run(["bash", "-n"], input=text, capture_output=True, text=True).returncode == 0
             subprocess.run(["bash", "-s"], input=text, capture_output=True, text=True, timeout=60, cwd=tmp_path,
                            env={"PATH": f"{stub}:/usr/bin:/bin", "OCTOLLM_BACKUP_REASON": v})

@@ -1,10 +1,10 @@
-"""Restore drills, for real: a PostgreSQL 15 and a Redis 7 holding known data, backed up with the job's own
+"""Restore drills, for real: a PostgreSQL 15 and two Redis 7 (the data services' and the workers') holding known data, backed up with the job's own
 script over SSH (the program's SSH options, a loopback sshd), destroyed, restored, compared.
 
 Only `docker` is stood in for. The script runs as it would on a host, and its `docker exec`, `stop`,
 `start`, `pause` and `inspect` go to a stand-in (FAKE_DOCKER below) that runs the command here against the
 local servers, with exactly the environment the container would have: PostgreSQL's password exists only
-in the "container's" POSTGRES_PASSWORD, Redis's in REDISCLI_AUTH, Qdrant's API key in
+in the "container's" POSTGRES_PASSWORD, each Redis's in its REDISCLI_AUTH, Qdrant's API key in
 QDRANT__SERVICE__API_KEY. PostgreSQL (Debian `postgresql`) and Redis (`redis-server`) run on 127.0.0.1 in
 temporary directories, never as system services. No Qdrant binary runs here: a stand-in HTTP server
 answers the calls the backup and the restore make, and refuses any call, query parameter or body that
@@ -49,7 +49,23 @@ from tooling import restore as restore_tool
 STACK = "drill"
 PG_PASSWORD = f"pg-Drill-{secrets.token_hex(8)}"
 REDIS_PASSWORD = f"redis-Drill-{secrets.token_hex(8)}"
+WORKER_REDIS_PASSWORD = f"worker-redis-Drill-{secrets.token_hex(8)}"
 QDRANT_KEY = f"qdrant-Drill-{secrets.token_hex(8)}"
+
+
+@dataclass(frozen=True)
+class RedisInstance:
+    """One Redis the backups copy: its backup service name, its container, its password and how many keys the
+    drills put in (different for each, so a restore from the other's copy shows)."""
+    service: str
+    container: str
+    password: str
+    strings: int
+
+
+# The data services' Redis and the workers' (seed 002's queue): the same backup and restore code runs for both.
+REDISES = {"redis": RedisInstance("redis", "drill-redis", REDIS_PASSWORD, 300),
+           "worker-redis": RedisInstance("worker-redis", "drill-worker-redis", WORKER_REDIS_PASSWORD, 120)}
 
 # ----------------------------------------------------------------------------------------- docker
 
@@ -330,7 +346,7 @@ class Estate:
     appdata: Path
     target: Path
     pg_port: int
-    redis_port: int
+    redis_ports: dict[str, int]  # by backup service name (REDISES)
     qdrant: QdrantStandIn
     fake_log: Path
     state: Path
@@ -345,9 +361,10 @@ class Estate:
         assert out.returncode == 0, out.stderr
         return out.stdout.strip()
 
-    def redis(self, *args: str) -> str:
-        out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(self.redis_port), *args], capture_output=True,
-                             text=True, env={"PATH": "/usr/bin:/bin", "REDISCLI_AUTH": REDIS_PASSWORD}, timeout=60)
+    def redis(self, *args: str, svc: str = "redis") -> str:
+        out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(self.redis_ports[svc]), *args],
+                             capture_output=True, text=True,
+                             env={"PATH": "/usr/bin:/bin", "REDISCLI_AUTH": REDISES[svc].password}, timeout=60)
         assert out.returncode == 0, out.stderr
         return out.stdout.strip()
 
@@ -374,7 +391,7 @@ def estate():
     base = Path(tempfile.mkdtemp(prefix="octollm-drill-"))
     base.chmod(0o755)
     appdata, target, state = base / "appdata", base / "backups", base / "state"
-    for d in (appdata / "redis", appdata / "grafana", target, state):
+    for d in (appdata / "grafana", target, state, *(appdata / r for r in REDISES)):
         d.mkdir(parents=True)
     # PostgreSQL 15 as the official image sets it up: the socket trusts, TCP asks for the password.
     cluster = start_cluster(base)
@@ -383,13 +400,16 @@ def estate():
     subprocess.run(cluster.psql("-qX"), check=True, capture_output=True, text=True,
                    input=f"CREATE ROLE octollm LOGIN SUPERUSER PASSWORD '{PG_PASSWORD}';\n"
                          "CREATE DATABASE octollm OWNER octollm;\n")
-    # Redis 7 as the program runs it (AOF, everysec), its password in a private config file.
-    redis_port = free_port()
-    rconf = base / "redis.conf"
-    rconf.write_text(f"port {redis_port}\nbind 127.0.0.1\ndir {appdata / 'redis'}\nappendonly yes\n"
-                     f"appendfsync everysec\nrequirepass {REDIS_PASSWORD}\nenable-debug-command local\n"
-                     "save 3600 1\n")
-    rconf.chmod(0o600)
+    # Each Redis 7 as the program runs it (AOF, everysec), its password in a private config file; the workers'
+    # in workers.redisDataPath's default, <appdata>/worker-redis.
+    redis_ports, rconfs = {}, {}
+    for svc, r in REDISES.items():
+        redis_ports[svc] = free_port()
+        rconfs[svc] = base / f"{svc}.conf"
+        rconfs[svc].write_text(f"port {redis_ports[svc]}\nbind 127.0.0.1\ndir {appdata / svc}\nappendonly yes\n"
+                               f"appendfsync everysec\nrequirepass {r.password}\nenable-debug-command local\n"
+                               "save 3600 1\n")
+        rconfs[svc].chmod(0o600)
     qdrant_port = free_port()
     qdrant = start_qdrant(qdrant_port, QDRANT_KEY)
     # Grafana: its database, and a writer that commits to it all the time.
@@ -405,19 +425,21 @@ def estate():
     fakebin.mkdir()
     (fakebin / "docker").write_text(FAKE_DOCKER.format(python=sys.executable))
     (fakebin / "docker").chmod(0o755)
-    cli = base / "ctr" / "redis-cli"
-    cli.parent.mkdir()
-    cli.write_text(f'#!/bin/bash\nexec /usr/bin/redis-cli -h 127.0.0.1 -p {redis_port} "$@"\n')
-    cli.chmod(0o755)
     ctr = base / "ctr"
+    clis = {}
+    for svc in REDISES:  # redis-cli "in the container": its own server
+        clis[svc] = ctr / f"{svc}-cli" / "redis-cli"
+        clis[svc].parent.mkdir(parents=True)
+        clis[svc].write_text(f'#!/bin/bash\nexec /usr/bin/redis-cli -h 127.0.0.1 -p {redis_ports[svc]} "$@"\n')
+        clis[svc].chmod(0o755)
     conf = {"log": str(base / "docker-calls.log"), "state": str(state), "containers": {
         "drill-postgres": {"env": {"PGHOST": "127.0.0.1", "PGPORT": str(pg_port), "POSTGRES_USER": "octollm",
                                    "POSTGRES_DB": "octollm", "POSTGRES_PASSWORD": PG_PASSWORD},
                            "bin": _link_tools(ctr / "postgres", {"sh": "/bin/sh", **{
                                t: _pg_bin(t) for t in ("pg_dump", "pg_restore", "pg_isready", "psql")}})},
-        "drill-redis": {"env": {"REDISCLI_AUTH": REDIS_PASSWORD},
-                        "bin": _link_tools(ctr / "redis", {"sh": "/bin/sh", "redis-cli": str(cli)}),
-                        "start": [shutil.which("redis-server"), str(rconf)]},
+        **{r.container: {"env": {"REDISCLI_AUTH": r.password},
+                         "bin": _link_tools(ctr / svc, {"sh": "/bin/sh", "redis-cli": str(clis[svc])}),
+                         "start": [shutil.which("redis-server"), str(rconfs[svc])]} for svc, r in REDISES.items()},
         "drill-qdrant": {"env": {"QDRANT__SERVICE__API_KEY": QDRANT_KEY},
                          "bin": _link_tools(ctr / "qdrant", {"sh": "/bin/sh"})},
         # The pinned grafana image has no sqlite3: the backup pauses it for the copy.
@@ -442,25 +464,25 @@ def estate():
         "dataServices": {"host": "box", "network": "drill-net", "postgres": {"port": free_port()}, "redis": {"port": free_port()},
                          "qdrant": {"httpPort": qdrant_port, "grpcPort": free_port()}},
         "monitoring": {"host": "box", "network": "drill-net"},
+        # Seed 002's workers: their Redis (no published port) is backed up as worker-redis.
+        "workers": {"host": "box", "network": "drill-net", "redis": {"port": None}, "backend": "llamacpp",
+                    "servers": {"llamacpp": {"host": "box", "engine": "llamacpp", "network": "drill-net",
+                                             "port": free_port(), "modelPath": "m.gguf",
+                                             "limits": {"cpus": 1, "memoryGb": 1}}}},
         "backups": {"host": "box", "target": str(target), "retention": {"daily": 7, "weekly": 4}},
     }.items()}}
     stack_file = base / f"Pulumi.{STACK}.yaml"
     stack_file.write_text(yaml.safe_dump(doc))
-    e = Estate(base, stack_file, appdata, target, pg_port, redis_port, qdrant, base / "docker-calls.log", state,
+    e = Estate(base, stack_file, appdata, target, pg_port, redis_ports, qdrant, base / "docker-calls.log", state,
                writer, sshd)
-    assert e.docker("start", "drill-redis").returncode == 0
-    assert e.docker("start", "drill-grafana").returncode == 0
-    for _ in range(100):
-        try:
-            if e.redis("PING") == "PONG":
-                break
-        except AssertionError:
-            pass
-        time.sleep(0.1)
+    for c in (*(r.container for r in REDISES.values()), "drill-grafana"):
+        assert e.docker("start", c).returncode == 0
+    for svc in REDISES:
+        wait_redis(e, svc)
     try:
         yield e
     finally:
-        for c in ("drill-redis", "drill-grafana"):
+        for c in (*(r.container for r in REDISES.values()), "drill-grafana"):
             e.docker("unpause", c)
             e.docker("stop", c)
         sshd.stop()
@@ -485,18 +507,31 @@ def pg_fingerprint(e: Estate) -> dict:
                       f"FROM {t} x") for t in ("items", "tags")}
 
 
-def seed_redis(e: Estate) -> None:
-    e.redis("FLUSHALL")
-    for i in range(300):
-        e.redis("SET", f"str:{i}", f"value-{i}-{'y' * (i % 50)}")
+def wait_redis(e: Estate, svc: str) -> None:
+    for _ in range(100):
+        try:
+            if e.redis("PING", svc=svc) == "PONG":
+                return
+        except AssertionError:
+            pass
+        time.sleep(0.1)
+
+
+def seed_redis(e: Estate, svc: str = "redis") -> int:
+    """Known data in one Redis (REDISES[svc].strings strings, 50 each of hashes, lists, sorted sets); the key count."""
+    n = REDISES[svc].strings
+    e.redis("FLUSHALL", svc=svc)
+    for i in range(n):
+        e.redis("SET", f"str:{i}", f"{svc}-value-{i}-{'y' * (i % 50)}", svc=svc)
     for i in range(50):
-        e.redis("HSET", f"hash:{i}", "a", str(i), "b", f"b{i}")
-        e.redis("RPUSH", f"list:{i}", *[f"e{j}" for j in range(i % 7 + 1)])
-        e.redis("ZADD", f"zset:{i}", "1", "one", str(i), "many")
+        e.redis("HSET", f"hash:{i}", "a", str(i), "b", f"b{i}", svc=svc)
+        e.redis("RPUSH", f"list:{i}", *[f"e{j}" for j in range(i % 7 + 1)], svc=svc)
+        e.redis("ZADD", f"zset:{i}", "1", "one", str(i), "many", svc=svc)
+    return n + 150
 
 
-def redis_fingerprint(e: Estate) -> tuple[str, str]:
-    return e.redis("DBSIZE"), e.redis("DEBUG", "DIGEST")
+def redis_fingerprint(e: Estate, svc: str = "redis") -> tuple[str, str]:
+    return e.redis("DBSIZE", svc=svc), e.redis("DEBUG", "DIGEST", svc=svc)
 
 
 def run_tool(module, argv: list[str], capfd) -> tuple[int, str]:
@@ -520,15 +555,17 @@ def calls(e: Estate) -> list[list[str]]:
 def test_full_drill_backup_destroy_restore_compare(estate, capfd):
     e = estate
     seed_postgres(e)
-    seed_redis(e)
+    keys = {svc: seed_redis(e, svc) for svc in REDISES}
     e.qdrant.collections.update({"memories": b"vectors-of-memories" * 100, "code_chunks": b"code-vectors" * 50})
     e.qdrant.aliases[:] = [("current", "memories")]
-    pg_before, redis_before = pg_fingerprint(e), redis_fingerprint(e)
+    pg_before = pg_fingerprint(e)
+    redis_before = {svc: redis_fingerprint(e, svc) for svc in REDISES}
     qdrant_before = dict(e.qdrant.collections)
-    assert int(redis_before[0]) == 450
+    assert {svc: int(fp[0]) for svc, fp in redis_before.items()} == keys == {"redis": 450, "worker-redis": 270}
+    assert redis_before["redis"][1] != redis_before["worker-redis"][1]
 
     sampler = CmdlineSampler(PG_PASSWORD)
-    others = [CmdlineSampler(REDIS_PASSWORD), CmdlineSampler(QDRANT_KEY)]
+    others = [CmdlineSampler(REDIS_PASSWORD), CmdlineSampler(WORKER_REDIS_PASSWORD), CmdlineSampler(QDRANT_KEY)]
     for s in (sampler, *others):
         s.start()
     try:
@@ -539,8 +576,9 @@ def test_full_drill_backup_destroy_restore_compare(estate, capfd):
 
         # Destroy: every service loses or changes what it held.
         e.psql("DROP TABLE tags; DELETE FROM items WHERE id % 2 = 0; UPDATE items SET name = 'gone';")
-        e.redis("FLUSHALL")
-        e.redis("SET", "junk", "after the backup")
+        for svc in REDISES:
+            e.redis("FLUSHALL", svc=svc)
+            e.redis("SET", "junk", "after the backup", svc=svc)
         e.qdrant.collections["memories"] = b"overwritten"
         del e.qdrant.collections["code_chunks"]
         time.sleep(0.3)  # the Grafana writer moves on past the backup
@@ -550,7 +588,7 @@ def test_full_drill_backup_destroy_restore_compare(estate, capfd):
         live.close()
 
         restored = {}
-        for svc in ("postgres", "redis", "qdrant", "grafana"):
+        for svc in ("postgres", "redis", "worker-redis", "qdrant", "grafana"):
             rc, restored[svc] = run_tool(restore_tool, ["-s", STACK, "--file", str(e.stack_file), "--service", svc,
                                                         "--backup", bid, "--yes"], capfd)
             assert rc == 0, restored[svc]
@@ -560,7 +598,8 @@ def test_full_drill_backup_destroy_restore_compare(estate, capfd):
             s.join()
 
     assert pg_fingerprint(e) == pg_before
-    assert redis_fingerprint(e) == redis_before and e.redis("GET", "junk") == ""
+    for svc in REDISES:
+        assert redis_fingerprint(e, svc) == redis_before[svc] and e.redis("GET", "junk", svc=svc) == "", svc
     assert e.qdrant.collections == qdrant_before
     # Grafana came back as it was in the backup: its writer, restarted, goes on from there, so the rows of the
     # backup are there as they were and the table made after the backup is not.
@@ -576,10 +615,11 @@ def test_full_drill_backup_destroy_restore_compare(estate, capfd):
 
     # What it printed: every step, and what it moved aside instead of deleting.
     assert "pg_restore --clean --if-exists --single-transaction" in restored["postgres"]
-    assert "redis: stopping drill-redis" in restored["redis"] and "450 keys in db 0" in restored["redis"]
+    for svc, r in REDISES.items():
+        assert f"{svc}: stopping {r.container}" in restored[svc] and f"{keys[svc]} keys in db 0" in restored[svc]
     assert "collection memories recovered" in restored["qdrant"] and "current" in restored["qdrant"]
     assert "grafana: stopping drill-grafana" in restored["grafana"]
-    for svc, data in (("redis", "redis"), ("grafana", "grafana")):
+    for svc, data in (("redis", "redis"), ("worker-redis", "worker-redis"), ("grafana", "grafana")):
         assert re.search(rf"moved the current files aside to {re.escape(str(e.appdata / data))}/before-restore-",
                          restored[svc])
     # No password or key was ever on a command line, through SSH, docker exec, pg_dump, curl or redis-cli.
@@ -592,14 +632,18 @@ def test_full_drill_backup_destroy_restore_compare(estate, capfd):
 
 def test_the_manifest_lists_every_file_with_its_size_and_sha256(estate, capfd):
     e = estate
-    seed_redis(e)
+    for svc in REDISES:
+        seed_redis(e, svc)
     rc, out = run_tool(backup_tool, ["-s", STACK, "--file", str(e.stack_file)], capfd)
     assert rc == 0, out
     d = e.target / backup_id(out)
     manifest = json.loads((d / "manifest.json").read_text())
     assert manifest["format"] == "octollm-backup/1" and manifest["stack"] == STACK and manifest["reason"] == "on demand"
-    assert manifest["services"] == ["postgres", "redis", "qdrant", "grafana"]
-    assert "paused" in manifest["methods"]["grafana"] and "BGSAVE" in manifest["methods"]["redis"]
+    assert manifest["services"] == ["postgres", "redis", "worker-redis", "qdrant", "grafana"]
+    assert "paused" in manifest["methods"]["grafana"]
+    for svc in REDISES:
+        assert "BGSAVE" in manifest["methods"][svc], manifest["methods"]
+        assert f"{REDISES[svc].strings + 150} keys in db 0" in manifest["methods"][svc], manifest["methods"]
     on_disk = {str(p.relative_to(d)) for p in d.rglob("*") if p.is_file()} - {
         "manifest.json", "SHA256SUMS", ".octollm-backup"}
     assert {f["path"] for f in manifest["files"]} == on_disk
@@ -608,28 +652,31 @@ def test_the_manifest_lists_every_file_with_its_size_and_sha256(estate, capfd):
         data = (d / f["path"]).read_bytes()
         assert f["size"] == len(data) and f["sha256"] == hashlib.sha256(data).hexdigest(), f["path"]
     assert subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=d).returncode == 0
-    assert {"postgres/octollm.dump", "redis/dump.rdb", "qdrant/memories.snapshot", "grafana/grafana.db"} <= on_disk
-    assert any(p.startswith("redis/appendonlydir/") for p in on_disk)
+    assert {"postgres/octollm.dump", "redis/dump.rdb", "worker-redis/dump.rdb", "qdrant/memories.snapshot",
+            "grafana/grafana.db"} <= on_disk
+    for svc in REDISES:
+        assert any(p.startswith(f"{svc}/appendonlydir/") for p in on_disk), svc
     assert oct(d.stat().st_mode & 0o777) == "0o700"
 
 
-def test_a_damaged_backup_is_not_restored(estate, capfd):
+@pytest.mark.parametrize("svc", sorted(REDISES))
+def test_a_damaged_backup_is_not_restored(estate, capfd, svc):
     e = estate
-    seed_redis(e)
-    rc, out = run_tool(backup_tool, ["-s", STACK, "--file", str(e.stack_file), "--services", "redis"], capfd)
+    seed_redis(e, svc)
+    rc, out = run_tool(backup_tool, ["-s", STACK, "--file", str(e.stack_file), "--services", svc], capfd)
     assert rc == 0, out
     bid = backup_id(out)
-    rdb = e.target / bid / "redis" / "dump.rdb"
+    rdb = e.target / bid / svc / "dump.rdb"
     data = bytearray(rdb.read_bytes())
     data[len(data) // 2] ^= 0xFF
     rdb.write_bytes(bytes(data))
-    e.redis("SET", "after", "1")
-    before = redis_fingerprint(e)
-    rc, out = run_tool(restore_tool, ["-s", STACK, "--file", str(e.stack_file), "--service", "redis",
+    e.redis("SET", "after", "1", svc=svc)
+    before = redis_fingerprint(e, svc)
+    rc, out = run_tool(restore_tool, ["-s", STACK, "--file", str(e.stack_file), "--service", svc,
                                       "--backup", bid, "--yes"], capfd)
-    assert rc != 0 and "do not match their sha256" in out
-    assert redis_fingerprint(e) == before, "nothing was touched"
-    assert not any(c[:1] == ["stop"] and c[-1] == "drill-redis" for c in calls(e)[-5:])
+    assert rc != 0 and f"backup {bid}: {svc}'s files do not match their sha256" in out
+    assert redis_fingerprint(e, svc) == before, "nothing was touched"
+    assert not any(c[:1] == ["stop"] and c[-1] == REDISES[svc].container for c in calls(e)[-5:])
     # A service the backup does not hold is refused as well.
     rc, out = run_tool(restore_tool, ["-s", STACK, "--file", str(e.stack_file), "--service", "postgres",
                                       "--backup", bid, "--yes"], capfd)
@@ -690,8 +737,8 @@ def test_retention_keeps_the_newest_and_never_touches_what_it_did_not_make(estat
     target.mkdir()
     now = time.time()
 
-    def fake_backup(days_ago: float, services: str, stack: str = STACK) -> str:
-        bid = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now - days_ago * 86400))
+    def fake_backup(days_ago: float, services: str, stack: str = STACK, at: int | None = None) -> str:
+        bid = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now - days_ago * 86400 if at is None else at))
         d = target / bid
         d.mkdir()
         (d / "manifest.json").write_text("{}")
@@ -701,6 +748,16 @@ def test_retention_keeps_the_newest_and_never_touches_what_it_did_not_make(estat
     # Backups of this stack, two a day for 40 days; a postgres-only one (a before-plan backup) yesterday.
     seeded = {fake_backup(day + half, "postgres redis qdrant grafana") for day in range(1, 41) for half in (0, 0.5)}
     partial = fake_backup(0.9, "postgres")
+    # The workers' Redis, backed up alone (before a plan) twice on one day 20 days ago: the later one is the newest
+    # copy of that service, kept however old; the earlier one, of the same day and week, is not.
+    day20 = (int(now) // 86400 - 20) * 86400
+
+    def free_second(t: int) -> int:
+        while (target / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(t))).exists():
+            t += 1
+        return t
+    worker_old = fake_backup(0, "worker-redis", at=free_second(day20 + 10 * 3600))
+    worker_new = fake_backup(0, "worker-redis", at=free_second(day20 + 11 * 3600))
     # Things the job did not make: another stack's backup, a directory without marker, a symlink and a file
     # named like a backup, an unfinished one, and an ordinary directory.
     other_stack = fake_backup(30.3, "postgres", stack="other")
@@ -722,13 +779,13 @@ def test_retention_keeps_the_newest_and_never_touches_what_it_did_not_make(estat
     assert out.returncode == 0, out.stderr
     new = backup_id(out.stdout)
     left = {p.name for p in target.iterdir()}
-    ours = sorted(seeded | {partial, new}, reverse=True)
+    ours = sorted(seeded | {partial, new, worker_old, worker_new}, reverse=True)
 
     def expected() -> set[str]:
         keep = {new, ours[0]}
-        has = {b: ("postgres redis qdrant grafana" if b in seeded else "postgres" if b == partial else "redis")
-               for b in ours}
-        for svc in ("postgres", "redis", "qdrant", "grafana"):
+        has = {b: ("postgres redis qdrant grafana" if b in seeded else "postgres" if b == partial
+                   else "worker-redis" if b in (worker_old, worker_new) else "redis") for b in ours}
+        for svc in {s for h in has.values() for s in h.split()}:
             days, weeks = [], []
             for b in ours:
                 if svc not in has[b].split():
@@ -746,6 +803,7 @@ def test_retention_keeps_the_newest_and_never_touches_what_it_did_not_make(estat
     kept = left & set(ours)
     assert kept == expected()
     assert partial in kept, "a backup that is the newest of its day for one service is kept"
+    assert worker_new in kept and worker_old not in kept, "the workers' Redis has its own daily copies"
     assert len([b for b in kept if b in seeded]) <= 7 + 4
     for foreign in (other_stack, bare.name, "20200102T000000Z", "20200103T000000Z", ".20200104T000000Z.partial",
                     "keep-me"):
@@ -789,8 +847,10 @@ def test_before_plan_backs_up_only_what_the_plan_replaces(estate, capfd, tmp_pat
     e = estate
     seed_postgres(e)
     urn = f"urn:pulumi:{STACK}::octollm-infra::octollm:index:DataServices$docker:index/container:Container"
+    workers = f"urn:pulumi:{STACK}::octollm-infra::octollm:index:WorkerInfra$docker:index/container:Container"
     plan = {"manifest": {}, "resourcePlans": {
         f"{urn}::data-postgres": {"goal": {}, "steps": ["delete-replaced", "replace", "create-replacement"]},
+        f"{workers}::workers-redis": {"goal": {}, "steps": ["delete-replaced", "replace", "create-replacement"]},
         f"{urn}::data-redis": {"goal": {}, "steps": ["same"]},
         f"urn:pulumi:{STACK}::octollm-infra::docker:index/remoteImage:RemoteImage::box-image-postgres":
             {"steps": ["replace"]}}}
@@ -799,13 +859,14 @@ def test_before_plan_backs_up_only_what_the_plan_replaces(estate, capfd, tmp_pat
     rc, out = run_tool(backup_tool, ["-s", STACK, "--file", str(e.stack_file), "--before-plan", str(pf)], capfd)
     assert rc == 0, out
     bid = backup_id(out)
-    assert f"backed up postgres before the plan: box:{e.target}/{bid}" in out
-    assert f"--service postgres --backup {bid}" in out
+    assert f"backed up postgres, worker-redis before the plan: box:{e.target}/{bid}" in out
+    assert f"--service postgres --backup {bid}" in out and f"--service worker-redis --backup {bid}" in out
     manifest = json.loads((e.target / bid / "manifest.json").read_text())
-    assert manifest["services"] == ["postgres"]
-    assert manifest["reason"] == "before plan: replace data-postgres"
+    assert manifest["services"] == ["postgres", "worker-redis"]
+    assert manifest["reason"] == "before plan: replace data-postgres, replace workers-redis"
     # A plan that replaces no stateful container takes no backup.
     plan["resourcePlans"].pop(f"{urn}::data-postgres")
+    plan["resourcePlans"].pop(f"{workers}::workers-redis")
     pf.write_text(json.dumps(plan))
     before = sorted(p.name for p in e.target.iterdir())
     rc, out = run_tool(backup_tool, ["-s", STACK, "--file", str(e.stack_file), "--before-plan", str(pf)], capfd)

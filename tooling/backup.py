@@ -6,8 +6,8 @@
 
 The script is the one `pulumi up` installs on the host for its timer (components/host_scripts/backup.sh,
 rendered from the same config), sent on stdin to `bash -s`. --before-plan reads a plan saved by
-`pulumi preview --save-plan` and backs up, first, each stateful service (PostgreSQL, Redis, Qdrant,
-Grafana) whose container the plan would replace or delete; when it would touch none, it does nothing.
+`pulumi preview --save-plan` and backs up, first, each stateful service (PostgreSQL, Redis, the workers'
+Redis, Qdrant, Grafana) whose container the plan would replace or delete; when it would touch none, it does nothing.
 Exit status 1 when a backup fails, 2 when the config or the plan cannot be read.
 """
 
@@ -31,6 +31,14 @@ from .mock_engine import ROOT, read_stack_file
 # What a plan step does to a resource that loses (or may lose) the running container.
 RISKY_OPS = ("replace", "create-replacement", "delete-replaced", "delete")
 STATEFUL_TYPES = ("docker:index/container:Container", "kubernetes:apps/v1:StatefulSet")
+
+
+KUBERNETES_REFUSED = (
+    "stack {stack!r} runs on Kubernetes, which this tool does not back up or restore: its data lives in the "
+    "StatefulSets' volume claims, not in host directories. Take a VolumeSnapshot of each claim "
+    "(kubectl -n <namespace> get pvc lists them; the CSI driver must have a VolumeSnapshotClass), or a dump from "
+    "inside the pod (kubectl exec <postgres pod> -- pg_dump --format=custom ...), and restore from those "
+    "(see README, 'Backups and restore')")
 
 
 def load_config(stack: str, file: Path | None = None) -> StackConfig:
@@ -85,7 +93,7 @@ def run_script(cfg: StackConfig, script: str, env: dict[str, str], timeout: int)
 class RiskyStep:
     urn: str
     name: str  # the resource's name, e.g. data-postgres
-    service: str  # postgres, redis, qdrant, grafana
+    service: str  # postgres, redis, worker-redis, qdrant, grafana
     ops: tuple[str, ...]
 
     @property
@@ -145,7 +153,8 @@ def before_plan(cfg: StackConfig, stack: str, plan_file: Path) -> int:
         print(f"cannot read the saved plan {plan_file}: {exc}", file=sys.stderr)
         return 2
     if not steps:
-        print("the plan replaces or deletes no stateful container (PostgreSQL, Redis, Qdrant, Grafana): "
+        print("the plan replaces or deletes no stateful container (PostgreSQL, Redis, the workers' Redis, Qdrant, "
+              "Grafana): "
               "no data backup is needed first")
         return 0
     for s in steps:
@@ -191,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if a.before_plan is not None:
         return before_plan(cfg, a.stack, a.before_plan)
+    if cfg.platform == "kubernetes":
+        print(KUBERNETES_REFUSED.format(stack=a.stack), file=sys.stderr)
+        return 2
     if cfg.backups is None:
         print(f"stack {a.stack!r} has no backups: configuration (see README, 'Backups and restore')", file=sys.stderr)
         return 2

@@ -6,7 +6,8 @@
 
 The backup's sha256 sums are checked first; nothing is touched when they do not match. Then:
 PostgreSQL: the other sessions are ended and `pg_restore --clean --if-exists --single-transaction`
-runs into the database (the server must run for that). Redis: the container is stopped, the RDB is
+runs into the database (the server must run for that). Redis (redis, and the workers' worker-redis, by the
+same steps): the container is stopped, the RDB is
 put in place (also as the base of its AOF, which Redis 7 loads instead of the RDB), the container is
 started. Grafana: stopped, grafana.db swapped, started. Qdrant: each collection is recovered from its
 uploaded snapshot while the server runs. What a restore replaces on disk is moved to
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from components import host_scripts as scripts
 from components.config.schema import BACKUP_SERVICES, ConfigError
-from .backup import load_config, run_script, spec_for
+from .backup import KUBERNETES_REFUSED, load_config, run_script, spec_for
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(a.stack, a.file)
     except (ConfigError, OSError) as exc:
         print(exc.render() if isinstance(exc, ConfigError) else str(exc), file=sys.stderr)
+        return 2
+    if cfg.platform == "kubernetes":
+        print(KUBERNETES_REFUSED.format(stack=a.stack), file=sys.stderr)
         return 2
     if cfg.backups is None:
         print(f"stack {a.stack!r} has no backups: configuration", file=sys.stderr)

@@ -668,7 +668,8 @@ def _backups(cfg: StackConfig) -> list[Problem]:
     deployed = b.deployed(cfg)
     if b.services is None and not deployed:
         where = sorted({h for h in ((cfg.data_services.host if cfg.data_services and cfg.data_services.external is None
-                                      else None), (cfg.monitoring.host if cfg.monitoring else None)) if h})
+                                      else None), (cfg.workers.host if cfg.workers else None),
+                                     (cfg.monitoring.host if cfg.monitoring else None)) if h})
         out.append(Problem(path="backups.host", message=(
             f"{b.host} runs none of {', '.join(BACKUP_SERVICES)}, so there is nothing to back up there"
             + (f"; they run on {', '.join(where)}" if where else "; this stack deploys none of them"))))
@@ -696,7 +697,7 @@ def _backups(cfg: StackConfig) -> list[Problem]:
                 "(for an nfs store, the host that serves it)")))
         target = store.path
     for s in b.chosen(cfg):
-        data = "/".join([host.appdata_root.rstrip("/"), s])
+        data = b.data_dir(cfg, s)
         if target == data or target.startswith(data + "/") or data.startswith(target.rstrip("/") + "/"):
             out.append(Problem(path="backups.target", message=(
                 f"{target} overlaps {s}'s data directory {data}; give a directory outside every data directory "

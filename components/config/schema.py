@@ -579,7 +579,8 @@ from typing import ClassVar  # noqa: E402
 
 from pydantic import Discriminator, Tag  # noqa: E402
 
-BACKUP_SERVICES = ("postgres", "redis", "qdrant", "grafana")
+# worker-redis: the workers' Redis (seed 002's task queue, `workers.redis`), backed up like `redis`.
+BACKUP_SERVICES = ("postgres", "redis", "worker-redis", "qdrant", "grafana")
 
 
 class BackupRetention(Model):
@@ -618,9 +619,10 @@ class BackupConfig(Model):
         "a five-field cron expression (minute hour day-of-month month day-of-week, host local time) or @hourly, "
         "@daily, @weekly, @monthly; on systemd hosts it becomes the timer's OnCalendar"))
     retention: BackupRetention = BackupRetention(daily=7, weekly=4)
-    services: list[Literal["postgres", "redis", "qdrant", "grafana"]] | None = Field(
+    services: list[Literal["postgres", "redis", "worker-redis", "qdrant", "grafana"]] | None = Field(
         default=None, min_length=1,
-        description="what to back up; absent: every one of postgres, redis, qdrant and grafana deployed on the host")
+        description="what to back up; absent: every one of postgres, redis, worker-redis (the workers' Redis), "
+                    "qdrant and grafana deployed on the host")
 
     MACROS: ClassVar[dict[str, str]] = {
         "@hourly": "0 * * * *", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@weekly": "0 0 * * 0",
@@ -717,7 +719,11 @@ class BackupConfig(Model):
         """Which of BACKUP_SERVICES the stack deploys on the backup host, in that order."""
         ds, out = cfg.data_services, []
         if ds is not None and ds.external is None and ds.host == self.host:
-            out += [s for s in ("postgres", "redis", "qdrant") if getattr(ds, s) is not None]
+            out += [s for s in ("postgres", "redis") if getattr(ds, s) is not None]
+        if cfg.workers is not None and cfg.workers.host == self.host:
+            out.append("worker-redis")
+        if ds is not None and ds.external is None and ds.host == self.host and ds.qdrant is not None:
+            out.append("qdrant")
         if cfg.monitoring is not None and cfg.monitoring.host == self.host:
             out.append("grafana")
         return out
@@ -725,6 +731,13 @@ class BackupConfig(Model):
     def chosen(self, cfg: "StackConfig") -> list[str]:
         """What each backup copies: `services`, else every one deployed on the host."""
         return [s for s in BACKUP_SERVICES if s in self.services] if self.services is not None else self.deployed(cfg)
+
+    def data_dir(self, cfg: "StackConfig", service: str) -> str:
+        """The host directory a service keeps its data in on the backup host, as the program mounts it:
+        the workers' Redis in `workers.redisDataPath` when set, everything else under the host's appdata."""
+        if service == "worker-redis" and cfg.workers is not None and cfg.workers.redis_data_path:
+            return str(cfg.workers.redis_data_path)
+        return "/".join([cfg.hosts[self.host].appdata_root.rstrip("/"), service])
 
 
 class StackConfig(Model):

@@ -321,13 +321,21 @@ class BackupSpec:
     keep_days: int = 0
     postgres: tuple[str, str, str] | None = None  # (container, user, database)
     redis: tuple[str, str] | None = None  # (container, host directory mounted at /data)
+    worker_redis: tuple[str, str] | None = None  # the workers' Redis (service worker-redis), as redis
     qdrant: tuple[str, str] | None = None  # (container, its HTTP API as the host reaches it)
     grafana: tuple[str, str] | None = None  # (container, host directory mounted at /var/lib/grafana)
     wait_seconds: int = 600
 
+    SERVICES = ("postgres", "redis", "worker-redis", "qdrant", "grafana")  # the config's BACKUP_SERVICES
+    REDIS = ("redis", "worker-redis")  # copied and restored by the same Redis code of the scripts
+
+    def of(self, service: str):
+        """The spec's entry for a service name (worker-redis is the field worker_redis)."""
+        return getattr(self, service.replace("-", "_"))
+
     @property
     def services(self) -> tuple[str, ...]:
-        return tuple(s for s in ("postgres", "redis", "qdrant", "grafana") if getattr(self, s) is not None)
+        return tuple(s for s in self.SERVICES if self.of(s) is not None)
 
 
 def _backup_values(spec: BackupSpec, only: tuple[str, ...] | None = None) -> dict:
@@ -337,6 +345,8 @@ def _backup_values(spec: BackupSpec, only: tuple[str, ...] | None = None) -> dic
         values.update(pg_container=spec.postgres[0], pg_user=spec.postgres[1], pg_database=spec.postgres[2])
     if "redis" in chosen and spec.redis:
         values.update(redis_container=spec.redis[0], redis_data=spec.redis[1])
+    if "worker-redis" in chosen and spec.worker_redis:
+        values.update(worker_redis_container=spec.worker_redis[0], worker_redis_data=spec.worker_redis[1])
     if "qdrant" in chosen and spec.qdrant:
         values.update(qdrant_container=spec.qdrant[0], qdrant_url=spec.qdrant[1])
     if "grafana" in chosen and spec.grafana:
@@ -354,7 +364,8 @@ def backup(spec: BackupSpec) -> str:
     return _render("backup", stack=spec.stack, target=spec.target, zfs_dataset=spec.zfs_dataset,
                    keep_daily=int(spec.keep_daily), keep_weekly=int(spec.keep_weekly), keep_days=int(spec.keep_days),
                    services=list(spec.services), wait_seconds=int(spec.wait_seconds),
-                   **{s: s in spec.services for s in ("postgres", "redis", "qdrant", "grafana")},
+                   **{s.replace("-", "_"): s in spec.services for s in spec.SERVICES},
+                   any_redis=any(s in spec.services for s in spec.REDIS),
                    **_backup_values(spec))
 
 
@@ -362,10 +373,15 @@ def restore(spec: BackupSpec, service: str, backup_id: str, wait_seconds: int = 
     """Restore one service of the spec from one backup (an id, or 'latest'), after checking its sha256 sums."""
     if service not in spec.services:
         raise ValueError(f"{service} is not one of the services the backups hold ({', '.join(spec.services)})")
+    values = _backup_values(spec, (service,))
+    if service in spec.REDIS:
+        # One Redis restore for either: the service's name (its directory in the backup) and its container.
+        container, data = spec.of(service)
+        values = dict(redis_service=service, redis_container=container, redis_data=data)
     return _render("restore", stack=spec.stack, target=spec.target, backup_id=backup_id, list=False, restore=True,
                    wait_seconds=int(wait_seconds),
-                   **{s: s == service for s in ("postgres", "redis", "qdrant", "grafana")},
-                   **_backup_values(spec, (service,)))
+                   **{s: s == service for s in ("postgres", "qdrant", "grafana")}, redis=service in spec.REDIS,
+                   **values)
 
 
 def backup_list(spec: BackupSpec) -> str:

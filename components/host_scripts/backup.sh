@@ -10,9 +10,11 @@ declare -A P=(
   [keep_daily]=7  # int; 0: none
   [keep_weekly]=4  # int; 0: none
   [keep_days]=0  # int; 0: keep by daily/weekly instead
-  [services]='postgres redis qdrant grafana'  # the list of services each backup copies
+  [services]='postgres redis worker-redis qdrant grafana'  # the list of services each backup copies
   [postgres]=1  # whether it copies each of them (empty: no)
   [redis]=1
+  [worker_redis]=1  # worker-redis: the workers' Redis (seed 002's task queue)
+  [any_redis]=1  # redis or worker_redis: one Redis backup, run for each
   [qdrant]=1
   [grafana]=1
   [pg_container]=octollm-postgres
@@ -20,6 +22,8 @@ declare -A P=(
   [pg_database]=octollm
   [redis_container]=octollm-redis
   [redis_data]=/mnt/user/appdata/octollm/redis  # the host directory mounted at /data
+  [worker_redis_container]=octollm-worker-redis
+  [worker_redis_data]=/mnt/user/appdata/octollm/worker-redis  # the host directory mounted at /data
   [qdrant_container]=octollm-qdrant
   [qdrant_url]=http://127.0.0.1:3012  # its HTTP API, as this host reaches it
   [grafana_container]=octollm-grafana
@@ -128,47 +132,56 @@ backup_postgres() {
 #@end
 
 # --- Redis: BGSAVE, wait for LASTSAVE to move, copy the RDB (and the AOF directory as found) ---------
+#@ The data services' Redis (redis) and the workers' (worker-redis) are copied by this one function.
 #@if redis
 redis_c="${P[redis_container]}"
 redis_data="${P[redis_data]}"
-rcli() { docker exec "$redis_c" redis-cli "$@"; }
+#@end
+#@if worker_redis
+worker_redis_c="${P[worker_redis_container]}"
+worker_redis_data="${P[worker_redis_data]}"
+#@end
+#@if any_redis
+# backup_redis <service> <container> <host directory mounted at /data>: into <backup>/<service>/.
 backup_redis() {
-  running "$redis_c" || die "redis: container $redis_c is not running"
-  local out="$work/redis" until_t before reply dbfile aofdir
+  local svc="$1" c="$2" data="$3" out until_t before reply dbfile aofdir
+  rcli() { docker exec "$c" redis-cli "$@"; }
+  running "$c" || die "$svc: container $c is not running"
+  out="$work/$svc"
   mkdir -- "$out"
   until_t="$(deadline)"
   until [ "$(rcli PING 2>/dev/null | tr -d '\r')" = PONG ]; do
-    late "$until_t" && die "redis: $redis_c does not answer PING"
+    late "$until_t" && die "$svc: $c does not answer PING"
     sleep 1
   done
   # A save already running (an automatic one, or the child of an AOF rewrite) finishes first.
   until rcli INFO persistence | grep -q '^rdb_bgsave_in_progress:0'; do
-    late "$until_t" && die "redis: a background save is still running after ${wait_s}s"
+    late "$until_t" && die "$svc: a background save is still running after ${wait_s}s"
     sleep 1
   done
   before="$(rcli LASTSAVE | tr -d '\r')"
-  [[ "$before" =~ ^[0-9]+$ ]] || die "redis: LASTSAVE answered $before"
+  [[ "$before" =~ ^[0-9]+$ ]] || die "$svc: LASTSAVE answered $before"
   # LASTSAVE counts whole seconds: a save that ended within the second of the last one would not show.
   while [ "$(date +%s)" -le "$before" ]; do sleep 0.2; done
   reply="$(rcli BGSAVE SCHEDULE | tr -d '\r')"
   case "$reply" in
     "Background saving started" | "Background saving scheduled") ;;
-    *) die "redis: BGSAVE answered: $reply" ;;
+    *) die "$svc: BGSAVE answered: $reply" ;;
   esac
   until [ "$(rcli LASTSAVE | tr -d '\r')" != "$before" ]; do
-    late "$until_t" && die "redis: BGSAVE did not finish within ${wait_s}s (LASTSAVE still $before)"
+    late "$until_t" && die "$svc: BGSAVE did not finish within ${wait_s}s (LASTSAVE still $before)"
     sleep 1
   done
-  rcli INFO persistence | grep -q '^rdb_last_bgsave_status:ok' || die "redis: the background save failed (rdb_last_bgsave_status)"
+  rcli INFO persistence | grep -q '^rdb_last_bgsave_status:ok' || die "$svc: the background save failed (rdb_last_bgsave_status)"
   dbfile="$(rcli CONFIG GET dbfilename | sed -n 2p | tr -d '\r')"
   aofdir="$(rcli CONFIG GET appenddirname | sed -n 2p | tr -d '\r')"
-  [[ "$dbfile" =~ ^[A-Za-z0-9._-]+$ ]] || die "redis: unexpected dbfilename $dbfile"
+  [[ "$dbfile" =~ ^[A-Za-z0-9._-]+$ ]] || die "$svc: unexpected dbfilename $dbfile"
   # Redis writes a new RDB beside the old one and renames it into place: the copy is of one whole file.
-  cp -- "$redis_data/$dbfile" "$out/dump.rdb"
-  if [[ "$aofdir" =~ ^[A-Za-z0-9._-]+$ ]] && [ -d "$redis_data/$aofdir" ]; then
-    cp -R -- "$redis_data/$aofdir" "$out/appendonlydir"
+  cp -- "$data/$dbfile" "$out/dump.rdb"
+  if [[ "$aofdir" =~ ^[A-Za-z0-9._-]+$ ]] && [ -d "$data/$aofdir" ]; then
+    cp -R -- "$data/$aofdir" "$out/appendonlydir"
   fi
-  method[redis]="BGSAVE (LASTSAVE $before -> $(rcli LASTSAVE | tr -d '\r')), $dbfile copied as dump.rdb; $(rcli DBSIZE | tr -d '\r') keys in db 0; appendonlydir copied as found"
+  method[$svc]="BGSAVE (LASTSAVE $before -> $(rcli LASTSAVE | tr -d '\r')), $dbfile copied as dump.rdb; $(rcli DBSIZE | tr -d '\r') keys in db 0; appendonlydir copied as found"
 }
 #@end
 
@@ -252,7 +265,15 @@ backup_grafana() {
 #@end
 
 for s in "${run[@]}"; do
-  "backup_$s"
+  case "$s" in
+#@if redis
+    redis) backup_redis redis "$redis_c" "$redis_data" ;;
+#@end
+#@if worker_redis
+    worker-redis) backup_redis worker-redis "$worker_redis_c" "$worker_redis_data" ;;
+#@end
+    *) "backup_$s" ;;
+  esac
 done
 
 # --- the manifest: every file with its size and sha256 ----------------------------------------------
@@ -319,7 +340,13 @@ for b in "${ours[@]}"; do
   has[$b]=" $(sed -n 's/^services=//p' "$target/$b/.octollm-backup") "
 done
 now="$(date -u +%s)"
-for s in postgres redis qdrant grafana; do
+# Per service: every service any of these backups holds (one no longer configured as well).
+declare -A held=()
+for b in "${ours[@]}"; do
+  read -r -a words <<< "${has[$b]}"
+  for s in "${words[@]}"; do held[$s]=1; done
+done
+for s in "${!held[@]}"; do
   days=0 weeks=0 last_day="" last_week=""
   for b in "${ours[@]}"; do
     case "${has[$b]}" in *" $s "*) ;; *) continue ;; esac

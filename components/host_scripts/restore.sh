@@ -2,7 +2,8 @@
 #@params
 #@ Sample values; the renderer drops this block and writes each value, quoted, where it is used.
 #@ Either list is set (list the backups), or restore and exactly one of postgres, redis, qdrant and
-#@ grafana (restore that service from backup_id). As in backup.sh, no password is a parameter.
+#@ grafana (restore that service from backup_id); redis restores the Redis named by redis_service (the
+#@ data services' redis, or the workers' worker-redis). As in backup.sh, no password is a parameter.
 declare -A P=(
   [stack]=unraid
   [target]=/mnt/user/backups/octollm
@@ -11,6 +12,7 @@ declare -A P=(
   [restore]=1  # restore one service: the one of postgres, redis, qdrant and grafana that is set
   [postgres]=1  # restore this service (empty: no)
   [redis]=''
+  [redis_service]=redis  # redis or worker-redis: its directory in the backup
   [qdrant]=''
   [grafana]=''
   [pg_container]=octollm-postgres
@@ -83,9 +85,9 @@ check() {
     *" $svc "*) ;;
     *) die "backup $id holds no $svc (it holds: $have)" ;;
   esac
-  (cd "$dir" && grep "  $svc/" SHA256SUMS | sha256sum -c --quiet --strict -) ||
+  (cd "$dir" && grep -F "  $svc/" SHA256SUMS | sha256sum -c --quiet --strict -) ||
     die "backup $id: $svc's files do not match their sha256 in SHA256SUMS; not restoring from a damaged copy"
-  say "checked $(grep -c "  $svc/" "$dir/SHA256SUMS") file(s) of $svc in $id against SHA256SUMS"
+  say "checked $(grep -cF "  $svc/" "$dir/SHA256SUMS") file(s) of $svc in $id against SHA256SUMS"
 }
 
 # Moves what a restore replaces into <data>/before-restore-<stamp>/.
@@ -127,33 +129,34 @@ say "postgres: pg_restore --clean --if-exists --single-transaction of $id into $
 #@end
 
 #@if redis
+svc="${P[redis_service]}"
 redis_c="${P[redis_container]}"
 redis_data="${P[redis_data]}"
-check redis
-[ -f "$dir/redis/dump.rdb" ] || die "backup $id has no redis/dump.rdb"
-say "redis: stopping $redis_c"
+check "$svc"
+[ -f "$dir/$svc/dump.rdb" ] || die "backup $id has no $svc/dump.rdb"
+say "$svc: stopping $redis_c"
 docker stop "$redis_c" >/dev/null
 owner="$(stat -c %u:%g -- "$redis_data")"
 aside "$redis_data" dump.rdb appendonlydir
 # Redis 7 with appendonly yes loads its AOF and ignores dump.rdb, so the backup becomes the AOF's base
 # as well (an RDB base and an empty increment, as Redis lays them out itself).
-cp -- "$dir/redis/dump.rdb" "$redis_data/dump.rdb"
+cp -- "$dir/$svc/dump.rdb" "$redis_data/dump.rdb"
 mkdir -- "$redis_data/appendonlydir"
-cp -- "$dir/redis/dump.rdb" "$redis_data/appendonlydir/appendonly.aof.1.base.rdb"
+cp -- "$dir/$svc/dump.rdb" "$redis_data/appendonlydir/appendonly.aof.1.base.rdb"
 : > "$redis_data/appendonlydir/appendonly.aof.1.incr.aof"
 printf 'file appendonly.aof.1.base.rdb seq 1 type b\nfile appendonly.aof.1.incr.aof seq 1 type i\n' \
   > "$redis_data/appendonlydir/appendonly.aof.manifest"
 chmod 0755 "$redis_data/appendonlydir"
 chmod 0644 "$redis_data/dump.rdb" "$redis_data"/appendonlydir/*
 chown -R "$owner" -- "$redis_data/dump.rdb" "$redis_data/appendonlydir"
-say "redis: starting $redis_c"
+say "$svc: starting $redis_c"
 docker start "$redis_c" >/dev/null
 until_t="$(deadline)"
 until [ "$(docker exec "$redis_c" redis-cli PING 2>/dev/null | tr -d '\r')" = PONG ]; do
-  late "$until_t" && die "redis: $redis_c did not come back within ${wait_s}s"
+  late "$until_t" && die "$svc: $redis_c did not come back within ${wait_s}s"
   sleep 1
 done
-say "redis: restored dump.rdb of $id (as dump.rdb and as the AOF base): $(docker exec "$redis_c" redis-cli DBSIZE | tr -d '\r') keys in db 0"
+say "$svc: restored dump.rdb of $id (as dump.rdb and as the AOF base): $(docker exec "$redis_c" redis-cli DBSIZE | tr -d '\r') keys in db 0"
 #@end
 
 #@if grafana

@@ -21,10 +21,10 @@ from components.config.schema import BackupConfig, StackConfig
 from components.platforms.base import Platform, ScheduledJob
 from components.services.shared_model_store import SharedModelStore
 
-# The resource that runs each stateful service, named by its component ("data", "monitoring" in the stack
-# layer) and service: what a plan must not replace or delete before that service has been backed up.
-STATEFUL_RESOURCES = {"data-postgres": "postgres", "data-redis": "redis", "data-qdrant": "qdrant",
-                      "monitoring-grafana": "grafana"}
+# The resource that runs each stateful service, named by its component ("data", "workers", "monitoring" in
+# the stack layer) and service: what a plan must not replace or delete before that service has been backed up.
+STATEFUL_RESOURCES = {"data-postgres": "postgres", "data-redis": "redis", "workers-redis": "worker-redis",
+                      "data-qdrant": "qdrant", "monitoring-grafana": "grafana"}
 
 
 def job_name(stack: str) -> str:
@@ -57,6 +57,10 @@ def backup_spec(cfg: StackConfig, stack: str, container_name: Callable[[str], st
         kw["postgres"] = (container_name("postgres"), ds.postgres.user, ds.postgres.database)
     if "redis" in chosen:
         kw["redis"] = (container_name("redis"), appdata("redis"))
+    if "worker-redis" in chosen:
+        # The workers' Redis (seed 002's queue): the same Redis image, password and AOF as the data services'.
+        data = str(cfg.workers.redis_data_path) if cfg.workers.redis_data_path else appdata("worker-redis")
+        kw["worker_redis"] = (container_name("worker-redis"), data)
     if "qdrant" in chosen:
         kw["qdrant"] = (container_name("qdrant"), f"http://{local_address(host.publish_address)}:{ds.qdrant.http_port}")
     if "grafana" in chosen:
