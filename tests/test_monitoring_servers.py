@@ -433,13 +433,13 @@ def test_traefik_routes_over_every_backend_with_the_stack_flags(run, tmp_path, c
 def test_traefik_latency_histogram_has_the_threshold_as_a_bucket(run, tmp_path, cleanup):
     dep, _ = traefik_run(run, basic_auth=False, dashboard=False)
     _, ports, _, _, _ = start_traefik(dep, tmp_path, cleanup)
-    mt.http(f"http://127.0.0.1:{ports['ollama']}/api/tags")
-    # Traefik records a request's duration after answering it, so on a busy machine the first scrape
-    # may come before the series exists.
-    deadline = time.monotonic() + 15
+    # Traefik loads the dynamic file after it starts answering (a request before that is a 404 and counts
+    # for no service), and records a request's duration after answering it: retry both on a busy machine.
+    deadline = time.monotonic() + 30
     while True:
+        routed = mt.http(f"http://127.0.0.1:{ports['ollama']}/api/tags")[0] == 200
         series = mt.parse_metrics(mt.http(f"http://127.0.0.1:{ports['metrics']}/metrics")[1].decode())
-        if "traefik_service_request_duration_seconds_bucket" in series or time.monotonic() > deadline:
+        if routed and "traefik_service_request_duration_seconds_bucket" in series or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     les = {float(lab["le"]) for lab, _ in series.get("traefik_service_request_duration_seconds_bucket", [])}
