@@ -153,11 +153,10 @@ def test_the_workers_redis_is_backed_up_where_the_workers_run():
     assert any("overlaps worker-redis's data directory /service-pool/appdata/worker-redis" in p for p in found), found
 
 
-def test_kubernetes_is_refused_with_what_to_use_instead():
+def test_on_kubernetes_a_path_target_is_refused_with_what_to_give():
     found = problems(with_backups({"host": "gke", "target": "/backups"}, stack_config("gke")))
-    assert found == ["backups.host: gke is a Kubernetes namespace; backups run on Docker hosts, where the data "
-                     "directories are host paths. On Kubernetes use VolumeSnapshots of the StatefulSets' claims, or "
-                     "the managed services' backups"]
+    assert found == ["backups.target: gke is a Kubernetes namespace: a directory path means nothing there; give "
+                     "{store: <modelStores name>} of a store of kind pvc (the claim the backup pod writes into)"]
 
 
 def test_the_tools_refuse_a_kubernetes_stack_and_say_what_to_do(capsys):

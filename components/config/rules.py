@@ -731,7 +731,7 @@ def _backups_kubernetes(cfg: StackConfig) -> list[Problem]:
     if b.store is None:
         out.append(Problem(path="backups.target", message=(
             f"{b.host} is a Kubernetes namespace: a directory path means nothing there; give {{store: <modelStores "
-            "name>}} of a store of kind pvc (the claim the backup pod writes into)")))
+            "name>} of a store of kind pvc (the claim the backup pod writes into)")))
         return out
     store = cfg.model_stores.get(b.store)
     if store is None:
