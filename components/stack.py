@@ -8,6 +8,7 @@ lives in their adapters (components/platforms), which only this module builds.
 
 from __future__ import annotations
 
+
 import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
@@ -19,6 +20,7 @@ from components.config.schema import StackConfig
 from components.platforms.base import Platform
 from components.platforms.docker_host import DockerHost, DockerHostArgs, docker_host_url, docker_ssh_opts
 from components.platforms.workload import EVERY_POD, Flow
+from components.services import monitoring_stack as ms
 from components.services.apps import (PROBED_NOT_HEALTHCHECKED, HomelabAi, HomelabAiArgs, OpenWebUi, OpenWebUiArgs,
                                       Portainer, PortainerArgs, WorkerInfra, WorkerInfraArgs)
 from components.services import backups as backups_
@@ -160,7 +162,7 @@ def deploy(cfg: StackConfig, private_keys: dict[str, str]) -> None:
         monitoring = MonitoringStack("monitoring", MonitoringStackArgs(
             config=mc, central=platforms[mc.host], hosts={h: platforms[h] for h in rules.monitored_hosts(cfg)},
             jobs=scrape_jobs(cfg, nodes, octo, probe_model) + app_jobs(cfg, apps),
-            grafana_admin_password=secret["grafana"], probe_model=probe_model,
+            grafana_admin_password=secret["grafana"], probe_modules=probe_modules(cfg, probe_model),
             redis_password=data.redis_password if data else None,
             postgres_dsn=postgres_dsn(cfg, data, "?sslmode=disable"),
             data_host=platforms[ds.host] if data else None,
@@ -201,22 +203,65 @@ def deploy(cfg: StackConfig, private_keys: dict[str, str]) -> None:
 
 
 def _default_probe_model(cfg: StackConfig) -> str | None:
-    """The first chat model listed on an Ollama node, writers first: adding models later does not move it.
-
-    A read-only node serves the models its store holds, so it is probed too (a stack whose only Ollama
-    node reads a shared store still gets its latency measured)."""
+    """The stack's probe model when monitoring.probeModel is not set: the first chat model listed on an Ollama
+    node, writers first. Listed order, not size: adding a model later moves no probe, so it changes the
+    node's pull step and nothing in monitoring."""
     nodes = sorted(cfg.all_inference.items(), key=lambda kv: (kv[1].read_only, kv[0]))
-    for name, n in nodes:
-        if n.engine == "ollama":
-            for m in n.models:
-                if "embed" not in m:
-                    return m
+    for name, nc in nodes:
+        if nc.engine == "ollama":
+            chat = [m for m in served_models(cfg, name) if _chat_model(m)]
+            if chat:
+                return chat[0]
     return None
+
+
+def _chat_model(model: str) -> bool:
+    return "embed" not in model  # an embedding model answers no /api/generate
+
+
+def served_models(cfg: StackConfig, name: str) -> list[str]:
+    """The models an Ollama node serves: its own, and on a read-only node those its store's writers pull."""
+    nc = cfg.all_inference[name]
+    models = list(nc.models)
+    if nc.read_only and nc.model_store:
+        for other, oc in sorted(cfg.all_inference.items()):
+            if oc.engine == "ollama" and not oc.read_only and oc.model_store == nc.model_store:
+                models += [m for m in oc.models if m not in models]
+    return models
+
+
+def probe_models(cfg: StackConfig, probe_model: str | None) -> dict[str, str]:
+    """Ollama node -> the model its generation probe asks for: `probe_model` (monitoring.probeModel, else
+    _default_probe_model) where the node serves it, else the first chat model it serves. A read-only node
+    whose store's models this config does not list gets `probe_model`; a node serving only embedding models
+    gets none (the `ollama` job still probes its API)."""
+    out = {}
+    for name, nc in sorted(cfg.all_inference.items()):
+        if nc.engine != "ollama":
+            continue
+        served = served_models(cfg, name)
+        chat = [m for m in served if _chat_model(m)]
+        if probe_model and (probe_model in served or (nc.read_only and not served)):
+            out[name] = probe_model
+        elif chat:
+            out[name] = chat[0]
+    return out
+
+
+def probe_modules(cfg: StackConfig, probe_model: str | None) -> dict[str, dict]:
+    """The blackbox modules the generation probes of scrape_jobs use, by name."""
+    names = ms.ollama_generate_module_names(probe_models(cfg, probe_model).values())
+    out = {names[m]: ms.ollama_generate_module(m) for m in sorted(names)}
+    if any(nc.engine == "llamacpp" for nc in cfg.all_inference.values()):
+        out[ms.LLAMACPP_COMPLETION_MODULE] = ms.llamacpp_completion_module()
+    return out
 
 
 def scrape_jobs(cfg: StackConfig, nodes: dict[str, GpuInferenceNode], octo: OctoArmService | None,
                 probe_model: str | None) -> list[ScrapeJob]:
-    """What Prometheus scrapes, derived from what this program deploys."""
+    """What Prometheus scrapes, derived from what this program deploys.
+
+    probe_model: monitoring.probeModel, else _default_probe_model (see probe_models)."""
     mc = cfg.monitoring
     jobs: list[ScrapeJob] = []
 
@@ -225,21 +270,31 @@ def scrape_jobs(cfg: StackConfig, nodes: dict[str, GpuInferenceNode], octo: Octo
             return f"{service}:{internal}"
         return f"{cfg.hosts[host].address}:{published}"
 
-    version, metrics, latency = [], {}, []
+    probed = probe_models(cfg, probe_model)
+    modules = ms.ollama_generate_module_names(probed.values())
+    version, metrics = [], {}
+    latency: list[tuple[str, tuple[tuple[str, str], ...]]] = []  # (URL, its labels) of every generation probe
     for name, node in sorted(nodes.items()):
         nc = node.cfg
         for svc, port, _ in rules.inference_instances(name, nc):
             addr = reach(nc.host, nc.network, svc, nc.internal_port, port)
             if nc.engine == "ollama":
                 version.append(f"http://{addr}/api/version")
-                if probe_model and (probe_model in nc.models or nc.read_only):
-                    latency.append(f"http://{addr}/api/generate")
+                if name in probed:
+                    latency.append((f"http://{addr}/api/generate", (
+                        (ms.PARAM_MODULE, modules[probed[name]]), ("model", probed[name]), ("node", name))))
             else:
                 metrics.setdefault(nc.engine, []).append(addr)
+                if nc.engine == "llamacpp":
+                    latency.append((f"http://{addr}/completion", (
+                        (ms.PARAM_MODULE, ms.LLAMACPP_COMPLETION_MODULE), ("model", nc.model_path or ""),
+                        ("node", name))))
     if version:
         jobs.append(ScrapeJob("ollama", tuple(version), probe_module="http_2xx"))
     if latency:
-        jobs.append(ScrapeJob("inference-latency", tuple(latency), probe_module="ollama_generate", interval_s=60))
+        # Each target names its own module (probe_module: the first target's).
+        jobs.append(ScrapeJob(ms.PROBE_LATENCY_JOB, tuple(u for u, _ in latency), probe_module=latency[0][1][0][1],
+                              interval_s=60, target_labels=tuple(lab for _, lab in latency)))
     for engine, targets in sorted(metrics.items()):
         jobs.append(ScrapeJob(engine, tuple(targets)))
     if cfg.data_services and cfg.data_services.qdrant:

@@ -84,6 +84,8 @@ EXPORTERS: dict[str, dict] = {
         *histogram("vllm:time_to_first_token_seconds", "vllm:time_per_output_token_seconds",
                    "vllm:e2e_request_latency_seconds", "vllm:request_prompt_tokens",
                    "vllm:request_generation_tokens", "vllm:request_params_n")}},
+    # Counters and gauges only, no request-latency histogram: llama.cpp's inference latency is the generation
+    # probe's (POST /completion through the blackbox exporter, job inference-latency).
     "llamacpp": {"image": "ghcr.io/ggml-org/llama.cpp:server-b4719", "metrics": {
         "llamacpp:prompt_tokens_total", "llamacpp:prompt_seconds_total", "llamacpp:tokens_predicted_total",
         "llamacpp:tokens_predicted_seconds_total", "llamacpp:n_decode_total", "llamacpp:n_busy_slots_per_decode",

@@ -774,17 +774,36 @@ class LatencyHistogram:
 
 
 def scrape_targets(prom: dict) -> list[tuple[dict, str, dict]]:
-    """(job config, target, labels as Prometheus attaches them) for every static target."""
+    """(job config, target, labels as Prometheus attaches them) for every static target: a static group's
+    labels but those starting with `__`, which Prometheus drops once the target is set up."""
     out = []
     for job in prom["scrape_configs"]:
         for sc in job.get("static_configs", []):
+            kept = {k: v for k, v in sc.get("labels", {}).items() if not k.startswith("__")}
             for t in sc["targets"]:
-                out.append((job, t, {"job": job["job_name"], "instance": t, **sc.get("labels", {})}))
+                out.append((job, t, {"job": job["job_name"], "instance": t, **kept}))
     return out
 
 
+def target_module(job: dict, target: str) -> str | None:
+    """The blackbox module Prometheus asks for when it scrapes `target` of `job`: its static group's
+    `__param_module` label, else the job's `params.module`; None when the job is not probed."""
+    if job.get("metrics_path") != "/probe":
+        return None
+    for sc in job.get("static_configs", []):
+        if target in sc["targets"] and "__param_module" in sc.get("labels", {}):
+            return sc["labels"]["__param_module"]
+    return (job.get("params") or {}).get("module", [None])[0]
+
+
+def probe_targets(prom: dict) -> list[tuple[dict, str, dict, str]]:
+    """scrape_targets of the probed jobs, with the module of each target."""
+    return [(job, t, lab, m) for job, t, lab in scrape_targets(prom) if (m := target_module(job, t))]
+
+
 def generation_modules(blackbox: dict) -> set[str]:
-    """Blackbox modules that time a one-token generation: POST with a JSON body asking for one token."""
+    """Blackbox modules that time a one-token generation: POST with a JSON body asking for one token
+    (Ollama's /api/generate: options.num_predict; llama.cpp's /completion: n_predict)."""
     out = set()
     for name, mod in blackbox.get("modules", {}).items():
         http_ = mod.get("http", {})
@@ -792,7 +811,7 @@ def generation_modules(blackbox: dict) -> set[str]:
             body = json.loads(http_.get("body") or "{}")
         except ValueError:
             continue
-        if http_.get("method") == "POST" and body.get("options", {}).get("num_predict") == 1:
+        if http_.get("method") == "POST" and 1 in (body.get("options", {}).get("num_predict"), body.get("n_predict")):
             out.add(name)
     return out
 
@@ -800,7 +819,7 @@ def generation_modules(blackbox: dict) -> set[str]:
 def latency_histograms(dep: Deployment, prom: dict) -> list[LatencyHistogram]:
     out = []
     for job, target, labels in scrape_targets(prom):
-        if job.get("params"):
+        if target_module(job, target):
             continue
         interval = go_duration_s(job.get("scrape_interval") or prom["global"]["scrape_interval"])
         for w in dep.resolve(target):
@@ -865,7 +884,7 @@ def alert_cases(dep: Deployment) -> list[AlertCase]:
     cases.append(AlertCase("every target up", "TargetDown", None, 15,
                            {k: [1.0] * steps for k in down}, [(hold, []), (hold + 4 * eval_s, [])], False))
     # ProbeFailed: every probed target failing; then succeeding.
-    probed = [(j, t, lab) for j, t, lab in targets if j.get("params", {}).get("module")]
+    probed = [(j, t, lab) for j, t, lab, _ in probe_targets(prom)]
     hold = for_s("ProbeFailed")
     failing = {_series_text("probe_success", lab): [0.0] * steps for _, _, lab in probed}
     if probed:
@@ -876,8 +895,8 @@ def alert_cases(dep: Deployment) -> list[AlertCase]:
                                {k: [1.0] * steps for k in failing}, [(hold, [])], False))
     # InferenceLatencyHigh from generation probes: the P95 of the probe samples.
     gen = generation_modules(blackbox)
-    for job, target, lab in targets:
-        if job.get("params", {}).get("module", [None])[0] not in gen:
+    for job, target, lab, module in probe_targets(prom):
+        if module not in gen:
             continue
         interval = go_duration_s(job.get("scrape_interval") or prom["global"]["scrape_interval"])
         hold = for_s("InferenceLatencyHigh", "probe")
@@ -914,7 +933,7 @@ def alert_cases(dep: Deployment) -> list[AlertCase]:
     temp_metric = {"dcgm-exporter": "DCGM_FI_DEV_GPU_TEMP", "nvidia-gpu-exporter": "nvidia_smi_temperature_gpu"}
     limit_c = float(mc.gpu_temperature_alert_c)
     for job, target, lab in targets:
-        if job.get("params"):
+        if target_module(job, target):
             continue
         ws = dep.resolve(target)
         key = exporter_of(ws[0]) if ws else None

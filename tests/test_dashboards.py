@@ -132,8 +132,8 @@ def test_each_dashboard_only_where_the_stack_deploys_what_it_shows(program):
                                          "data-services.json", "logs.json"}
     rows = {c: [p["title"] for p in program[c].files["inference.json"]["panels"] if p["type"] == "row"]
             for c in ("unraid", "homelab")}
-    assert rows == {"unraid": ["Latency P95, as alerted", "Ollama"],
-                    "homelab": ["Latency P95, as alerted", "Ollama", "vLLM", "llama.cpp"]}
+    assert rows == {"unraid": ["Latency P95, as alerted", "Generation probes", "Ollama"],
+                    "homelab": ["Latency P95, as alerted", "Generation probes", "Ollama", "vLLM", "llama.cpp"]}
     data = [p["title"] for p in program["unraid"].files["data-services.json"]["panels"] if p["type"] == "row"]
     assert data == ["PostgreSQL", "Redis", "Qdrant"]
     # On Kubernetes every Grafana file shares one ConfigMap, which holds at most 1 MiB.

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 import monitoring_tools as mt
+from components.config.rules import inference_instances
 from components.services import monitoring_stack as ms
 
 STACKS = mt.MONITORED_STACKS
@@ -41,8 +42,8 @@ def job_metrics(dep: mt.Deployment) -> tuple[dict[str, set[str]], list[str]]:
         if not reached:
             problems.append(f"job {name}: target {target} reaches no deployed service on that port")
             continue
-        if job.get("params"):
-            module = job["params"]["module"][0]
+        module = mt.target_module(job, target)
+        if module:
             box = dep.named(mt.BLACKBOX)
             modules = yaml.safe_load(box[0].file(mt.config_flag(box[0], "--config.file")))["modules"] if box else {}
             if module not in modules:
@@ -168,12 +169,12 @@ def test_probe_timeouts_fit_their_scrape(deployments, stack):
     dep = deployments[stack]
     box = dep.one(mt.BLACKBOX)
     modules = yaml.safe_load(box.file(mt.config_flag(box, "--config.file")))["modules"]
-    prom = dep.prometheus_config()
-    for job in prom["scrape_configs"]:
-        if job.get("params"):
-            module = modules[job["params"]["module"][0]]
-            timeout = mt.go_duration_s(job.get("scrape_timeout", "10s"))
-            assert mt.go_duration_s(module["timeout"]) <= timeout <= mt.go_duration_s(job["scrape_interval"]), job
+    probed = mt.probe_targets(dep.prometheus_config())
+    assert probed
+    for job, target, _, name in probed:
+        timeout = mt.go_duration_s(job.get("scrape_timeout", "10s"))
+        assert mt.go_duration_s(modules[name]["timeout"]) <= timeout <= mt.go_duration_s(job["scrape_interval"]), \
+            (target, name, job)
 
 
 def test_gke_delivers_the_dcgm_counters_to_its_daemonset(run):
@@ -212,16 +213,139 @@ def test_dcgm_counters_are_fields_the_pinned_dcgm_knows(deployments, stack):
 def test_gke_has_the_latency_probe_and_its_alert(deployments):
     dep = deployments["gke"]
     prom = dep.prometheus_config()
-    jobs = {j["job_name"]: j for j in prom["scrape_configs"]}
     box = dep.one(mt.BLACKBOX)
     generation = mt.generation_modules(yaml.safe_load(box.file(mt.config_flag(box, "--config.file"))))
-    probes = [j for j in jobs.values() if j.get("params", {}).get("module", [None])[0] in generation]
-    assert [j["job_name"] for j in probes] == ["inference-latency"]
-    (target,) = probes[0]["static_configs"][0]["targets"]
+    probes = [(job, t, lab) for job, t, lab, module in mt.probe_targets(prom) if module in generation]
+    assert [(job["job_name"], lab["node"]) for job, _, lab in probes] == [("inference-latency", "ollama")]
+    ((_, target, lab),) = probes
     assert [w.service for w in dep.resolve(target)] == ["ollama"]
+    # the node reads its models from a shared store (readOnly): it is probed with one of those it lists
+    assert dep.cfg.inference["ollama"].read_only and lab["model"] in dep.cfg.inference["ollama"].models
     alerts = [r for r in mt.alert_rule_list(dep) if r["alert"] == "InferenceLatencyHigh"]
     assert [r["labels"]["source"] for r in alerts] == ["probe"]
     assert 'probe_duration_seconds{job="inference-latency"}' in alerts[0]["expr"]
+
+
+def expected_probe_model(cfg, node: str) -> str | None:
+    """monitoring.probeModel where the node serves it, else the first chat model it serves in listed order; a
+    read-only node serves its own models, then those its store's writers pull."""
+    nc = cfg.all_inference[node]
+    served = list(nc.models)
+    if nc.read_only:
+        served += [m for _, oc in sorted(cfg.all_inference.items()) if oc.engine == "ollama" and not oc.read_only
+                   and oc.model_store == nc.model_store for m in oc.models if m not in served]
+    if cfg.monitoring.probe_model in served:
+        return cfg.monitoring.probe_model
+    chat = [m for m in served if "embed" not in m]
+    return chat[0] if chat else None
+
+
+def generation_probes(dep: mt.Deployment) -> dict[str, tuple[str, dict, dict]]:
+    """Target -> (module, its labels, the module's request body) of every generation probe."""
+    box = dep.one(mt.BLACKBOX)
+    modules = yaml.safe_load(box.file(mt.config_flag(box, "--config.file")))["modules"]
+    generation = mt.generation_modules({"modules": modules})
+    return {t: (m, lab, json.loads(modules[m]["http"]["body"]))
+            for _, t, lab, m in mt.probe_targets(dep.prometheus_config()) if m in generation}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_inference_node_has_a_generation_probe_of_what_it_serves(deployments, stack):
+    """Every instance of every Ollama node is probed for one token of a model it serves (probeModel where it
+    does, else the first chat model it lists), every llama.cpp server on /completion; the `node` label names it."""
+    check_generation_probes(deployments[stack])
+
+
+def check_generation_probes(dep: mt.Deployment) -> None:
+    probes = generation_probes(dep)
+    seen = set()
+    for name, nc in sorted(dep.cfg.all_inference.items()):
+        if nc.engine not in ("ollama", "llamacpp"):
+            continue
+        instances = sorted(svc for svc, _, _ in inference_instances(name, nc))  # replicas included
+        mine = {t: p for t, p in probes.items() if p[1]["node"] == name}
+        # one probe per instance, each reaching that instance
+        assert sorted(w.service for t in mine for w in dep.resolve(t)) == instances, (name, sorted(mine))
+        for t, (module, lab, body) in mine.items():
+            if nc.engine == "ollama":
+                want = expected_probe_model(dep.cfg, name)
+                assert t.endswith("/api/generate") and body["model"] == lab["model"] == want, (name, t, body, want)
+            else:
+                assert t.endswith("/completion") and body["n_predict"] == 1 and "model" not in body, (name, body)
+        seen |= set(mine)
+    assert seen == set(probes), f"probes of no inference node: {set(probes) - seen}"
+
+
+def test_a_configured_probe_model_is_asked_of_the_nodes_that_serve_it(run):
+    """homelab with monitoring.probeModel set to ollama-ai's model: ollama-ai is probed with it, `ollama` and
+    the read-only ollama-84 (which do not serve it) with the first chat model they list."""
+    from harness import stack_config
+
+    cfg = stack_config("homelab")
+    cfg["monitoring"] = {**cfg["monitoring"], "probeModel": "llama3.1:8b"}
+    r = run("homelab", config=cfg)
+    assert r.error is None, r.error
+    dep = mt.deployment(r, "homelab", cfg)
+    check_generation_probes(dep)
+    assert {lab["node"]: lab["model"] for _, lab, _ in generation_probes(dep).values() if "node" in lab} == {
+        "ollama": "mistral:7b", "ollama-84": "mistral:7b", "ollama-ai": "llama3.1:8b",
+        "llm-server": "gguf/llama-2-7b-chat.Q4_K_M.gguf"}
+
+
+def test_homelab_probes_each_ollama_node_with_its_own_model():
+    """The issue's case: homelab's ollama-ai serves none of the other nodes' models and is probed with its
+    own; the read-only ollama-84 with a model of the store it shares with `ollama`; llama.cpp too."""
+    from components import stack
+    from components.config.schema import load_stack_config
+    from harness import stack_config
+
+    cfg, _ = load_stack_config(stack_config("homelab"), set())
+    chosen = stack.probe_models(cfg, cfg.monitoring.probe_model or stack._default_probe_model(cfg))
+    assert chosen == {"ollama": "mistral:7b", "ollama-84": "mistral:7b", "ollama-ai": "llama3.1:8b"}
+    names = ms.ollama_generate_module_names(chosen.values())
+    assert names == {"mistral:7b": "ollama_generate_mistral_7b", "llama3.1:8b": "ollama_generate_llama3_1_8b"}
+    assert set(stack.probe_modules(cfg, stack._default_probe_model(cfg))) == {*names.values(), "llamacpp_completion"}
+    # monitoring.probeModel is asked of every node that serves it, the others keep their own
+    assert stack.probe_models(cfg, "codellama:7b") == {"ollama": "codellama:7b", "ollama-84": "codellama:7b",
+                                                       "ollama-ai": "llama3.1:8b"}
+
+
+def test_generation_module_names_are_valid_stable_and_distinct():
+    names = ms.ollama_generate_module_names(["llama3.1:8b", "llama3-1:8b", "qwen2.5:0.5b", "hf.co/Org/M:Q4_K_M"])
+    assert names == ms.ollama_generate_module_names(reversed(list(names)))  # the same whatever the order
+    assert len(set(names.values())) == len(names)
+    assert all(re.fullmatch(r"ollama_generate_[a-z0-9_]+", n) for n in names.values()), names
+    assert names["qwen2.5:0.5b"] == "ollama_generate_qwen2_5_0_5b"
+    assert names["llama3.1:8b"].startswith("ollama_generate_llama3_1_8b_")  # clashes with llama3-1:8b
+
+
+RENDER = """
+import json, sys, tempfile
+from pathlib import Path
+sys.path[:0] = [sys.argv[1], sys.argv[1] + "/tests"]
+import monitoring_tools as mt
+from harness import run_stack, stand_in_ssh_home
+r = run_stack(sys.argv[2], home=stand_in_ssh_home(Path(tempfile.mkdtemp())))
+dep = mt.deployment(r, sys.argv[2])
+print(json.dumps({s: dep.one(s).files for s in ("prometheus", "grafana", mt.BLACKBOX)}, sort_keys=True))
+"""
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_generated_monitoring_files_are_the_same_on_every_run(deployments, stack):
+    """Two runs (in processes that order sets differently) render the same scrape, rule, dashboard and
+    blackbox files: a file that changes on every run would restart its server on every `pulumi up`."""
+    import subprocess
+    import sys
+
+    out = []
+    for seed in ("1", "2"):
+        p = subprocess.run([sys.executable, "-c", RENDER, str(mt.Path(__file__).resolve().parent.parent), stack],
+                           capture_output=True, text=True, timeout=300, env={**mt.os.environ, "PYTHONHASHSEED": seed})
+        assert p.returncode == 0, p.stderr[-3000:]
+        out.append(json.loads(p.stdout.strip().splitlines()[-1]))
+    assert out[0] == out[1]
+    assert out[0][mt.BLACKBOX] == deployments[stack].one(mt.BLACKBOX).files
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -247,6 +371,27 @@ def test_dashboards_show_the_alerts_p95(deployments, stack):
     for src in ms.inference_latency_p95([ms.ScrapeJob(j["job_name"], (), probe_module=(j.get("params") or {}).get(
             "module", [None])[0]) for j in dep.prometheus_config()["scrape_configs"]]):
         assert src.expr in exprs, src.expr
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_probe_latency_panels_cover_every_generation_probe(deployments, stack):
+    """The inference dashboard's P95 (as alerted) and probe panels select every node's generation probe
+    series: llama.cpp's as well as Ollama's."""
+    dep = deployments[stack]
+    probes = generation_probes(dep)
+    targets_of: dict[str, set[str]] = {}
+    for job, t, _ in mt.scrape_targets(dep.prometheus_config()):
+        targets_of.setdefault(job["job_name"], set()).add(t)
+    (grafana,) = dep.named("grafana")
+    board = json.loads(next(text for path, text in grafana.files.items() if path.endswith("/inference.json")))
+    covered: dict[str, set[str]] = {}
+    for title, _, expr in panel_queries(board):
+        for sel in mt.selectors(expr):
+            if sel.metric == "probe_duration_seconds" and sel.label("job"):
+                covered.setdefault(title, set()).update(targets_of.get(sel.label("job"), set()))
+    for title in ("Inference latency P95 (the InferenceLatencyHigh expressions)",
+                  "Generation latency P95 / P50 (10m)", "Generation probe"):
+        assert set(probes) <= covered.get(title, set()), (title, set(probes) - covered.get(title, set()))
 
 
 def test_selector_reader():

@@ -134,6 +134,45 @@ def test_latency_alert_is_the_p95_over_a_window(deployments, stack):
             assert f"{limit}s" in r["annotations"]["summary"]
 
 
+def generation_probe_cases(dep: mt.Deployment, target: str) -> dict[str, mt.AlertCase]:
+    """The generated InferenceLatencyHigh cases of one generation-probe target, by name without the target."""
+    return {c.name.removesuffix(f" ({target})"): c for c in mt.alert_cases(dep)
+            if c.alert == "InferenceLatencyHigh" and c.source == "probe" and c.name.endswith(f" ({target})")}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_generation_probe_target_has_the_issue_cases(deployments, stack):
+    """Each probed node's own series (Ollama's and llama.cpp's alike) gets the issue's cases, and the alert's
+    text names the node and the instance it fires for."""
+    dep = deployments[stack]
+    box = dep.one(mt.BLACKBOX)
+    gen = mt.generation_modules(yaml.safe_load(box.file(mt.config_flag(box, "--config.file"))))
+    targets = [(t, lab) for _, t, lab, module in mt.probe_targets(dep.prometheus_config()) if module in gen]
+    assert targets, f"{stack}: no generation probe"
+    for target, lab in targets:
+        cases = generation_probe_cases(dep, target)
+        slow, steady = cases["one probe in three slow for 15 minutes"], cases["steady fast probes for two hours"]
+        assert slow.fires and not steady.fires
+        (alert,) = slow.checks[-1][1]
+        assert alert["exp_labels"]["node"] == lab["node"] and alert["exp_labels"]["instance"] == target
+        assert f"{lab['node']} ({target})" in alert["exp_annotations"]["summary"], alert
+
+
+def test_llamacpp_probe_feeds_the_latency_alert(deployments, tmp_path):
+    """homelab's llama.cpp server exports no latency histogram: its /completion probe's P95 is alerted on, by
+    the same rule as the Ollama probes' (one slow probe in three fires, steady fast ones stay silent)."""
+    dep = deployments["homelab"]
+    llama = [(t, lab) for _, t, lab, _ in mt.probe_targets(dep.prometheus_config())
+             if any(w.image_repo == "ggml-org/llama.cpp" for w in dep.resolve(t))]
+    assert [lab["node"] for _, lab in llama] == ["llm-server"], llama
+    ((target, _),) = llama
+    assert target.endswith("/completion")
+    cases = generation_probe_cases(dep, target)
+    assert {"one probe in three slow for 15 minutes", "steady fast probes for two hours"} <= set(cases), sorted(cases)
+    failures = run_cases(dep, list(cases.values()), tmp_path)
+    assert not failures, "\n\n".join(f"--- {k}\n{v}" for k, v in failures.items())
+
+
 @pytest.mark.parametrize("stack", STACKS)
 def test_thresholds_follow_config(run, stack, tmp_path):
     """Other thresholds in config give other alerts, and the generated unit tests follow them."""

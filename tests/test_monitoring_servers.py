@@ -165,12 +165,17 @@ def test_prometheus_runs_the_generated_config_and_reloads_it(deployments, stack,
             break
         time.sleep(0.5)
     assert set(by_job) == set(jobs)
+    # each probed target with its own module (a static group's __param_module, else the job's) and labels
+    generated = {moved[t]: (mt.target_module(job, t), {k: v for k, v in lab.items() if k != "instance"})
+                 for job, t, lab in mt.scrape_targets(dep.prometheus_config())}
     for name, job in jobs.items():
         want = sorted(moved[t] for sc in job["static_configs"] for t in sc["targets"])
         assert sorted(t["labels"]["instance"] for t in by_job[name]) == want, name
-        if job.get("params"):
-            for t in by_job[name]:
-                assert f"module={job['params']['module'][0]}" in t["scrapeUrl"], t["scrapeUrl"]
+        for t in by_job[name]:
+            module, labels = generated[t["labels"]["instance"]]
+            assert labels.items() <= t["labels"].items(), (labels, t["labels"])
+            if module:
+                assert f"module={module}" in t["scrapeUrl"].split("?", 1)[1].split("&"), t["scrapeUrl"]
                 assert t["scrapeUrl"].startswith(f"http://{blackbox}/probe?"), t["scrapeUrl"]
     # every 15 s target answers through what it points at: exporters' stand-ins, probes via the real blackbox
     deadline = time.monotonic() + 40
@@ -256,39 +261,67 @@ def probe(blackbox: str, module: str, target: str) -> dict[str, float]:
     return {k: v[0][1] for k, v in mt.parse_metrics(body.decode()).items()}
 
 
+def served_models(cfg, node: str) -> set[str]:
+    """What an Ollama node serves: its models, and on a read-only node those its store's writers pull."""
+    nc = cfg.all_inference[node]
+    out = set(nc.models)
+    if nc.read_only:
+        out |= {m for oc in cfg.all_inference.values() if oc.engine == "ollama" and not oc.read_only
+                and oc.model_store == nc.model_store for m in oc.models}
+    return out
+
+
+def generation_check(dep: mt.Deployment, path: str, targets: list[dict]):
+    """What a stand-in of the generate endpoint at `path` accepts (a request -> an error or None): Ollama's
+    POST /api/generate of one unstreamed token of a model every probed node serves (the targets' `model`
+    label); llama.cpp's POST /completion of one unstreamed token (n_predict) of a prompt."""
+    def check(req):
+        if req["headers"].get("Content-Type") != "application/json":
+            return "not JSON"
+        body = json.loads(req["body"] or b"{}")
+        if path == "/completion":
+            if body.get("n_predict") != 1 or body.get("stream", False) is not False:
+                return f"not a one-token, unstreamed completion: {body}"
+            if not isinstance(body.get("prompt"), str) or not body["prompt"]:
+                return f"no prompt: {body}"
+            return None
+        if body.get("stream") is not False or body.get("options", {}).get("num_predict") != 1:
+            return f"not a one-token, unstreamed generation: {body}"
+        for lab in targets:
+            if body.get("model") != lab["model"] or body["model"] not in served_models(dep.cfg, lab["node"]):
+                return f"model {body.get('model')!r}: {lab['node']} is probed for {lab['model']!r} and serves " \
+                       f"{sorted(served_models(dep.cfg, lab['node']))}"
+        return None
+    return check
+
+
 @pytest.mark.parametrize("stack", STACKS)
 def test_every_blackbox_module_probes_a_stand_in(deployments, stack, tmp_path, cleanup):
-    """Each module, against a loopback server answering the path its jobs probe: success when it answers as
-    Ollama (or the probed service) does, failure when it does not; the generation probe sends the configured
-    probe model, one token, no stream, as JSON, and its duration is what the server took."""
+    """Each module, against a loopback server answering the path its targets are probed on: success when it
+    answers as Ollama, llama.cpp (or the probed service) does, failure when it does not. A generation module
+    sends the request its engine's stand-in accepts (one token, no stream, as JSON; Ollama: the model the
+    node it probes serves) and no other module's request is accepted there; its duration is the server's."""
     dep = deployments[stack]
     _, blackbox = start_blackbox(dep, tmp_path, cleanup)
     modules = yaml.safe_load(dep.one(mt.BLACKBOX).file(mt.config_flag(dep.one(mt.BLACKBOX), "--config.file")))[
         "modules"]
-    probe_model = {w for w in [dep.monitoring.probe_model] if w}
-    used: dict[str, set[str]] = {}
-    for job, target, _ in mt.scrape_targets(dep.prometheus_config()):
-        if job.get("params"):
-            used.setdefault(job["params"]["module"][0], set()).add("/" + target.split("://", 1)[1].split("/", 1)[1])
+    used: dict[str, dict[str, list[dict]]] = {}  # module -> path -> the labels of the targets probed there
+    for _, target, labels, module in mt.probe_targets(dep.prometheus_config()):
+        path = "/" + target.split("://", 1)[1].split("/", 1)[1]
+        used.setdefault(module, {}).setdefault(path, []).append(labels)
     assert set(used) <= set(modules), f"jobs use modules the blackbox config lacks: {set(used) - set(modules)}"
     assert set(modules) <= set(used), f"modules no job uses: {set(modules) - set(used)}"
     generation = mt.generation_modules({"modules": modules})
     assert generation, f"{stack}: no generation probe module"
+    # the generate endpoints are probed by generation modules only, and those probe nothing else
+    assert {m for m, paths in used.items() if set(paths) & {"/api/generate", "/completion"}} == generation
+    assert {p for m in generation for p in used[m]} <= {"/api/generate", "/completion"}
 
-    def generate_ok(req):
-        body = json.loads(req["body"] or b"{}")
-        if req["headers"].get("Content-Type") != "application/json":
-            return "not JSON"
-        if body.get("stream") is not False or body.get("options", {}).get("num_predict") != 1:
-            return f"not a one-token, unstreamed generation: {body}"
-        if not body.get("model") or (probe_model and body["model"] not in probe_model):
-            return f"model {body.get('model')!r}, configured {probe_model}"
-        return None
-
+    good_at: dict[str, mt.StandIn] = {}
     for module, paths in sorted(used.items()):
         method = modules[module]["http"].get("method", "GET")
-        for path in sorted(paths):
-            check = generate_ok if module in generation else None
+        for path, targets in sorted(paths.items()):
+            check = generation_check(dep, path, targets) if module in generation else None
             good = mt.StandIn({(method, path): mt.Route(body='{"response": "p", "done": true}',
                                                         content_type="application/json", check=check,
                                                         delay_s=1.2 if module in generation else 0)})
@@ -299,10 +332,16 @@ def test_every_blackbox_module_probes_a_stand_in(deployments, stack, tmp_path, c
             assert good.requests and good.requests[-1]["method"] == method
             if module in generation:
                 assert ok["probe_duration_seconds"] >= 1.2, ok  # the latency the alert reads is the server's
-                assert json.loads(good.requests[-1]["body"])["model"]
+                good_at[module] = good
             assert probe(blackbox, module, f"{bad.url}{path}")["probe_success"] == 0, (module, path)
             # every series the alerts and panels read from a probe is among those it returns
             assert {"probe_success", "probe_duration_seconds"} <= set(ok)
+    # a generation stand-in refuses any other module's request (another path, method, body or model)
+    for module, good in sorted(good_at.items()):
+        (path,) = used[module]
+        for other in sorted(set(modules) - {module}):
+            if modules[other]["http"].get("body") != modules[module]["http"].get("body"):
+                assert probe(blackbox, other, f"{good.url}{path}")["probe_success"] == 0, (other, module, path)
 
 
 # ------------------------------------------------------------------ Traefik
@@ -395,8 +434,15 @@ def test_traefik_latency_histogram_has_the_threshold_as_a_bucket(run, tmp_path, 
     dep, _ = traefik_run(run, basic_auth=False, dashboard=False)
     _, ports, _, _, _ = start_traefik(dep, tmp_path, cleanup)
     mt.http(f"http://127.0.0.1:{ports['ollama']}/api/tags")
-    series = mt.parse_metrics(mt.http(f"http://127.0.0.1:{ports['metrics']}/metrics")[1].decode())
-    les = {float(lab["le"]) for lab, _ in series["traefik_service_request_duration_seconds_bucket"]}
+    # Traefik records a request's duration after answering it, so on a busy machine the first scrape
+    # may come before the series exists.
+    deadline = time.monotonic() + 15
+    while True:
+        series = mt.parse_metrics(mt.http(f"http://127.0.0.1:{ports['metrics']}/metrics")[1].decode())
+        if "traefik_service_request_duration_seconds_bucket" in series or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    les = {float(lab["le"]) for lab, _ in series.get("traefik_service_request_duration_seconds_bucket", [])}
     assert float(dep.monitoring.inference_latency_alert_s) in les, sorted(les)
 
 

@@ -6,7 +6,8 @@ given, so a dashboard appears only where the stack deploys what it shows:
 
     host.json           node-exporter and cAdvisor (Docker hosts)
     gpu-<exporter>.json DCGM or nvidia-smi exporter, per exporter in use
-    inference.json      Ollama (blackbox probes), vLLM and llama.cpp (their /metrics)
+    inference.json      generation probes of Ollama and llama.cpp nodes, Ollama's API (blackbox probes),
+                        vLLM and llama.cpp (their /metrics)
     octollm.json        the orchestrator, reflex layer and arms (job `octollm`)
     data-services.json  postgres_exporter, redis_exporter and the Qdrant health probe
     logs.json           Loki, over the labels Alloy attaches (always: every monitored host ships logs)
@@ -196,7 +197,7 @@ def gpu_dashboard(exporter: str, probe: bool = True) -> str:
     for title, expr, unit in series:
         b.timeseries(title, [Q(expr, legend)], unit)
     if probe:
-        b.timeseries("Inference probe latency", [Q(PROBE_LATENCY, "{{instance}}")], "s")
+        b.timeseries("Inference probe latency", [Q(PROBE_LATENCY, "{{node}} {{instance}}")], "s")
     return b.render()
 
 
@@ -217,19 +218,20 @@ def inference_dashboard(jobs: set[str], p95: Sequence[tuple[str, str]] = ()) -> 
                      [Q(expr, f"{legend} {{{{instance}}}}") for legend, expr in p95], "s", w=24,
                      description="The alert fires when one of these stays at or above the configured target "
                                  "(monitoring.inferenceLatencyAlertS) for 5 minutes.")
-    if "inference-latency" in jobs or "ollama" in jobs:
+    if "inference-latency" in jobs:
+        b.row("Generation probes")
+        b.timeseries("Generation latency P95 / P50 (10m)",
+                     [Q(f"quantile_over_time(0.95, {PROBE_LATENCY}[10m])", "P95 {{node}} {{instance}}"),
+                      Q(f"quantile_over_time(0.5, {PROBE_LATENCY}[10m])", "P50 {{node}} {{instance}}")], "s",
+                     description="Ollama exports no metrics and llama.cpp no latency distribution: a blackbox probe "
+                                 "asks every Ollama node (for a model it serves) and every llama.cpp server for one "
+                                 "token every minute, and this is how long it takes, model load included.")
+        b.timeseries("Generation probe", [Q(PROBE_LATENCY, "{{node}} {{model}} {{instance}}")], "s")
+    if "ollama" in jobs:
         b.row("Ollama")
-        if "inference-latency" in jobs:
-            b.timeseries("Generation latency P95 / P50 (10m)",
-                         [Q(f"quantile_over_time(0.95, {PROBE_LATENCY}[10m])", "P95 {{instance}}"),
-                          Q(f"quantile_over_time(0.5, {PROBE_LATENCY}[10m])", "P50 {{instance}}")], "s",
-                         description="Ollama exports no metrics: a blackbox probe generates one token every minute "
-                                     "and this is how long it takes, model load included.")
-            b.timeseries("Generation probe", [Q(PROBE_LATENCY, "{{instance}}")], "s")
-        if "ollama" in jobs:
-            b.up_timeline("API up", Q('probe_success{job="ollama"}', "{{instance}}"), w=12,
-                          description="GET /api/version through the blackbox exporter.")
-            b.timeseries("API response time", [Q('probe_duration_seconds{job="ollama"}', "{{instance}}")], "s")
+        b.up_timeline("API up", Q('probe_success{job="ollama"}', "{{instance}}"), w=12,
+                      description="GET /api/version through the blackbox exporter.")
+        b.timeseries("API response time", [Q('probe_duration_seconds{job="ollama"}', "{{instance}}")], "s")
     if "vllm" in jobs:
         by = "instance, model_name"
         b.row("vLLM")
@@ -254,7 +256,8 @@ def inference_dashboard(jobs: set[str], p95: Sequence[tuple[str, str]] = ()) -> 
                      description="Requests evicted from the KV cache to make room: a sign the cache is too small.")
     if "llamacpp" in jobs:
         b.row("llama.cpp")
-        note = "llama.cpp's server exports counters and gauges only: no latency histograms, no time to first token."
+        note = ("llama.cpp's server exports counters and gauges only: no latency histograms, no time to first token "
+                "(its latency is the generation probe's, above).")
         b.timeseries("Tokens per second", [
             Q('rate(llamacpp:tokens_predicted_total{job="llamacpp"}[5m])', "generated {{instance}}"),
             Q('rate(llamacpp:prompt_tokens_total{job="llamacpp"}[5m])', "prompt {{instance}}")], "short",

@@ -6,7 +6,10 @@ what it actually deploys; nothing here lists services by hand.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import pulumi
@@ -27,6 +30,21 @@ class ScrapeJob:
     probe_module: str | None = None  # set: targets are URLs probed through the blackbox exporter
     interval_s: int = 15
     labels: tuple[tuple[str, str], ...] = ()
+    # Per target, in the order of `targets` (empty: none): labels of its own on top of `labels`. A probed
+    # target's `__param_module` label is the blackbox module it is probed with, instead of probe_module.
+    target_labels: tuple[tuple[tuple[str, str], ...], ...] = ()
+
+    def __post_init__(self):
+        if self.target_labels and len(self.target_labels) != len(self.targets):
+            raise ValueError(f"job {self.job}: {len(self.target_labels)} target label sets "
+                             f"for {len(self.targets)} targets")
+
+    def modules(self) -> list[str]:
+        """The blackbox module each target is probed with (none when the job is not probed)."""
+        if not self.probe_module:
+            return []
+        own = self.target_labels or ((),) * len(self.targets)
+        return [dict(lab).get(PARAM_MODULE, self.probe_module) for lab in own]
 
 
 @dataclass
@@ -36,7 +54,8 @@ class MonitoringStackArgs:
     hosts: dict[str, Platform]  # every platform whose nodes' metrics and logs are collected
     jobs: list[ScrapeJob]
     grafana_admin_password: pulumi.Input[str] | None = None  # generated when not configured
-    probe_model: str | None = None
+    probe_model: str | None = None  # a generation module named `ollama_generate` for this model
+    probe_modules: dict[str, dict] = field(default_factory=dict)  # further blackbox modules, by name
     redis_password: pulumi.Input[str] | None = None
     postgres_dsn: pulumi.Input[str] | None = None
     data_host: Platform | None = None
@@ -73,13 +92,24 @@ def prometheus_config(jobs: list[ScrapeJob], blackbox: str) -> str:
     scrape = []
     for j in sorted(jobs, key=lambda j: j.job):
         entry: dict = {"job_name": j.job, "scrape_interval": f"{j.interval_s}s"}
-        static: dict = {"targets": list(j.targets)}
-        if j.labels:
-            static["labels"] = dict(j.labels)
-        entry["static_configs"] = [static]
+        # Targets probed with different modules each carry theirs as a label, and such a job has no `params`:
+        # a job's `params` overrides its targets' __param_module (as Prometheus 2.42 does).
+        modules = j.modules()
+        uniform = len(set(modules)) <= 1
+        # One static group per distinct set of labels, in the order their first target comes.
+        groups: dict[tuple[tuple[str, str], ...], list[str]] = {}
+        for k, target in enumerate(j.targets):
+            labels = {**dict(j.labels), **dict(j.target_labels[k] if j.target_labels else ())}
+            labels.pop(PARAM_MODULE, None)
+            if not uniform:
+                labels[PARAM_MODULE] = modules[k]
+            groups.setdefault(tuple(sorted(labels.items())), []).append(target)
+        entry["static_configs"] = [{"targets": ts, **({"labels": dict(lab)} if lab else {})}
+                                   for lab, ts in groups.items()]
         if j.probe_module:
             entry["metrics_path"] = "/probe"
-            entry["params"] = {"module": [j.probe_module]}
+            if uniform:
+                entry["params"] = {"module": [modules[0] if modules else j.probe_module]}
             entry["scrape_timeout"] = "30s" if j.interval_s >= 30 else f"{j.interval_s}s"
             entry["relabel_configs"] = [
                 {"source_labels": ["__address__"], "target_label": "__param_target"},
@@ -102,8 +132,48 @@ def prometheus_config(jobs: list[ScrapeJob], blackbox: str) -> str:
 LATENCY_QUANTILE = 0.95
 LATENCY_WINDOW = "15m"  # 15 samples of a 60 s probe; enough requests for a histogram's rate()
 LATENCY_FOR = "5m"
-PROBE_LATENCY_MODULE = "ollama_generate"  # the blackbox module that times a one-token generation
 TRAEFIK_OLLAMA_SERVICE = "ollama@file"  # the load balancer's service (file provider) in front of Ollama
+
+# The generation probes: one job whose every target is an inference node's generate endpoint, each probed
+# with the blackbox module that asks it for one token (Ollama: of a model the node serves; llama.cpp: of the
+# model it was started with). Its `node` label names the inference node, `model` the model asked for.
+PROBE_LATENCY_JOB = "inference-latency"
+PARAM_MODULE = "__param_module"  # a target label Prometheus sends as the `module` parameter of /probe
+PROBE_LATENCY_MODULE = "ollama_generate"  # the module MonitoringStackArgs.probe_model makes
+LLAMACPP_COMPLETION_MODULE = "llamacpp_completion"
+PROBE_TIMEOUT = "30s"  # a one-token generation, loading the model into memory included
+PROBE_PROMPT = "ping"
+
+
+def ollama_generate_module(model: str) -> dict:
+    """A blackbox module timing Ollama's POST /api/generate of one token of `model`, unstreamed."""
+    return {"prober": "http", "timeout": PROBE_TIMEOUT,
+            "http": {"method": "POST", "valid_status_codes": [200],
+                     "headers": {"Content-Type": "application/json"},
+                     "body": json.dumps({"model": model, "prompt": PROBE_PROMPT, "stream": False,
+                                         "options": {"num_predict": 1}}, sort_keys=True)}}
+
+
+def llamacpp_completion_module() -> dict:
+    """A blackbox module timing llama.cpp server's POST /completion of one token (n_predict), unstreamed.
+    The server serves the one model it was started with, so the body names none."""
+    return {"prober": "http", "timeout": PROBE_TIMEOUT,
+            "http": {"method": "POST", "valid_status_codes": [200],
+                     "headers": {"Content-Type": "application/json"},
+                     "body": json.dumps({"prompt": PROBE_PROMPT, "n_predict": 1, "stream": False}, sort_keys=True)}}
+
+
+def ollama_generate_module_names(models: Iterable[str]) -> dict[str, str]:
+    """The blackbox module of each model's generation probe: `ollama_generate_<model, lowercase, every run of
+    other characters than a-z and 0-9 as one underscore>`; models whose names would clash (llama3.1:8b and
+    llama3-1:8b) each get the first 8 hex digits of their name's SHA-256 appended."""
+    slugs = {m: re.sub(r"[^a-z0-9]+", "_", m.lower()).strip("_") for m in sorted(set(models))}
+    clash = {s for s in slugs.values() if list(slugs.values()).count(s) > 1}
+    out = {}
+    for m, slug in slugs.items():
+        suffix = f"_{hashlib.sha256(m.encode()).hexdigest()[:8]}" if slug in clash else ""
+        out[m] = f"{PROBE_LATENCY_MODULE}_{slug}{suffix}"
+    return out
 
 
 @dataclass(frozen=True)
@@ -115,6 +185,7 @@ class LatencySource:
     job: str
     expr: str
     what: str  # for the alert's text
+    where: str = "{{ $labels.instance }}"  # the alert's text: what it fires for
 
 
 def _histogram_p95(metric: str, selector: str, by: str) -> str:
@@ -126,17 +197,18 @@ def inference_latency_p95(jobs: list[ScrapeJob]) -> list[LatencySource]:
     """The P95 of every latency measurement the stack scrapes.
 
     Request-latency histograms where the engine or the proxy exports one: vLLM's end-to-end request latency,
-    Traefik's per-service request duration in front of Ollama. Ollama exports no metrics, so its latency is
-    the probe's: the 95th percentile of the probe samples in the window (one slow probe in a full window of
-    fast ones stays below it; one in three slow ones does not). llama.cpp's /metrics has only running
-    totals (no per-request distribution), so no P95 can be derived from it.
+    Traefik's per-service request duration in front of Ollama. Ollama exports no metrics, and llama.cpp's
+    /metrics has only running totals (no per-request distribution), so their latency is the generation
+    probes': the 95th percentile of each node's probe samples in the window (one slow probe in a full window
+    of fast ones stays below it; one in three slow ones does not).
     """
     out: list[LatencySource] = []
     for j in sorted(jobs, key=lambda j: j.job):
-        if j.probe_module == PROBE_LATENCY_MODULE:
+        if j.job == PROBE_LATENCY_JOB and j.probe_module:
             out.append(LatencySource("probe", j.job, f"quantile_over_time({LATENCY_QUANTILE:g}, "
                                      f'probe_duration_seconds{{job="{j.job}"}}[{LATENCY_WINDOW}])',
-                                     "one-token generation probe"))
+                                     "one-token generation probe",
+                                     "{{ $labels.node }} ({{ $labels.instance }})"))
         elif j.job == "vllm" and not j.probe_module:
             out.append(LatencySource("vllm", j.job, _histogram_p95(
                 "vllm:e2e_request_latency_seconds", f'job="{j.job}"', "job, instance"), "vLLM requests"))
@@ -159,8 +231,8 @@ def alert_rules(cfg: MonitoringConfig, gpu_metrics: list[str], latency: list[Lat
         rules.append({
             "alert": "InferenceLatencyHigh", "expr": f"{src.expr} >= {limit}", "for": LATENCY_FOR,
             "labels": {"severity": "warning", "source": src.source},
-            "annotations": {"summary": f"P{LATENCY_QUANTILE * 100:g} latency of {src.what} on "
-                                       "{{ $labels.instance }} is {{ $value | humanizeDuration }} "
+            "annotations": {"summary": f"P{LATENCY_QUANTILE * 100:g} latency of {src.what} on {src.where} "
+                                       "is {{ $value | humanizeDuration }} "
                                        f"over {LATENCY_WINDOW} (target: below {limit}s)"}})
     for metric in sorted(set(gpu_metrics)):
         rules.append({
@@ -171,16 +243,13 @@ def alert_rules(cfg: MonitoringConfig, gpu_metrics: list[str], latency: list[Lat
     return yaml.safe_dump({"groups": [{"name": "octollm", "rules": rules}]}, sort_keys=False, width=1000)
 
 
-def blackbox_config(probe_model: str | None) -> str:
+def blackbox_config(probe_model: str | None, extra: dict[str, dict] | None = None) -> str:
+    """http_2xx; `ollama_generate` for probe_model when given; and the `extra` modules (by name)."""
     modules: dict = {"http_2xx": {"prober": "http", "timeout": "5s",
                                   "http": {"valid_status_codes": [200], "method": "GET"}}}
     if probe_model:
-        modules["ollama_generate"] = {
-            "prober": "http", "timeout": "30s",
-            "http": {"method": "POST", "valid_status_codes": [200],
-                     "headers": {"Content-Type": "application/json"},
-                     "body": json.dumps({"model": probe_model, "prompt": "ping", "stream": False,
-                                         "options": {"num_predict": 1}}, sort_keys=True)}}
+        modules[PROBE_LATENCY_MODULE] = ollama_generate_module(probe_model)
+    modules.update(extra or {})
     return yaml.safe_dump({"modules": modules}, sort_keys=True)
 
 
@@ -372,7 +441,8 @@ class MonitoringStack(pulumi.ComponentResource):
             cpus=cfg.limits.blackbox.cpus, memory_gb=cfg.limits.blackbox.memory_gb,
             command=("--config.file=/etc/octollm/blackbox.yml",),
             ports=(PortSpec(9115, cfg.blackbox_port, bind, metrics_path="/metrics"),),
-            files=(ConfigFileSpec("blackbox.yml", blackbox_config(args.probe_model), reload_signal="HUP"),),
+            files=(ConfigFileSpec("blackbox.yml", blackbox_config(args.probe_model, args.probe_modules),
+                                 reload_signal="HUP"),),
             health=http_health(9115, "/-/healthy"), network=cfg.network, read_only_rootfs=True,
         ), self)
 
