@@ -57,7 +57,9 @@ printf '%s\n' "pg_dump --format=custom of database $db from $PGHOST, one snapsho
 rcli() { redis-cli -h "${REDIS_HOST:?}" -p "${REDIS_PORT:-6379}" "$@"; }
 out="$work/redis"
 mkdir -- "$out"
-until [ "$(rcli PING 2>/dev/null | tr -d '\r')" = PONG ]; do
+until pong="$(rcli PING 2>&1 | tr -d '\r')"; [ "$pong" = PONG ]; do
+  # A wrong password is not a server still starting: fail now, not after the wait.
+  case "$pong" in *WRONGPASS* | *NOAUTH* | *"AUTH failed"*) die "redis: $REDIS_HOST refused the password (REDISCLI_AUTH)" ;; esac
   late && die "redis: $REDIS_HOST does not answer PING within ${P[wait_seconds]}s"
   sleep 1
 done
