@@ -159,6 +159,35 @@ def test_on_kubernetes_a_path_target_is_refused_with_what_to_give():
                      "{store: <modelStores name>} of a store of kind pvc (the claim the backup pod writes into)"]
 
 
+GKE = stack_config("gke")
+
+
+def test_on_kubernetes_the_defaults_leave_out_grafana():
+    cfg, _ = load_stack_config(GKE)
+    assert "grafana" in cfg.backups.deployed(cfg)
+    assert cfg.backups.chosen(cfg) == ["postgres", "redis", "qdrant"]
+
+
+def test_on_kubernetes_grafana_and_the_workers_redis_are_refused_naming_the_key_and_what_is_allowed():
+    found = problems(with_backups({**GKE["backups"], "services": ["postgres", "grafana", "worker-redis"]}, GKE))
+    assert found == [
+        "backups.services[1]: grafana is not backed up on Kubernetes: its SQLite database is in Grafana's "
+        "ReadWriteOnce claim, which the backup pod cannot mount while Grafana runs; allowed: postgres, redis, qdrant",
+        "backups.services[2]: worker-redis is not backed up on Kubernetes; allowed: postgres, redis, qdrant"]
+
+
+def test_on_kubernetes_the_store_must_be_a_pvc_store_of_the_namespace_of_its_own():
+    def host_path(raw):
+        raw["modelStores"]["backups"] = {"host": "gke", "kind": "hostPath", "path": "/var/octollm-backups"}
+    found = problems(with_backups(GKE["backups"], GKE, edit=host_path))
+    assert "backups.target.store: store 'backups' is a hostPath store; allowed on Kubernetes: a pvc store" in found
+    found = problems(with_backups({**GKE["backups"], "target": {"store": "models"}}, GKE))
+    assert found == ["backups.target.store: store 'models' holds the models of ollama; give the backups a pvc "
+                     "store of their own"]
+    found = problems(with_backups({**GKE["backups"], "target": {"store": "nope"}}, GKE))
+    assert found == ["backups.target.store: store 'nope' is not defined under modelStores (defined: backups, models)"]
+
+
 def test_the_tools_refuse_a_kubernetes_stack_and_say_what_to_do(capsys):
     from tooling import restore as restore_tool
     for argv in ((backup_tool, ["-s", "gke"]), (restore_tool, ["-s", "gke", "--list"]),
