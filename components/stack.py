@@ -23,6 +23,7 @@ from components.platforms.workload import EVERY_POD, Flow
 from components.services import monitoring_stack as ms
 from components.services.apps import (PROBED_NOT_HEALTHCHECKED, HomelabAi, HomelabAiArgs, OpenWebUi, OpenWebUiArgs,
                                       Portainer, PortainerArgs, WorkerInfra, WorkerInfraArgs)
+from components.services import backups as backups_
 from components.services.backups import Backups, BackupsArgs, backup_spec
 from components.services.data_services import DataServices, DataServicesArgs
 from components.services.gpu_inference_node import GpuInferenceNode, GpuInferenceNodeArgs
@@ -135,9 +136,12 @@ def deploy(cfg: StackConfig, private_keys: dict[str, str]) -> None:
 
     if cfg.backups is not None:  # consistent copies of the data services, on a schedule on their host
         bh = platforms[cfg.backups.host]
+        job = None
+        if cfg.hosts[cfg.backups.host].kind == "kubernetes":  # a CronJob writing into a pvc store
+            job = backups_.kubernetes_job(cfg, stack, bh.image_ref, bh.JOB_RUN_DIR)
         pulumi.export("backups", Backups("backups", BackupsArgs(
             config=cfg.backups, platform=bh, stack=stack, store=stores.get(cfg.backups.store or ""),
-            spec=backup_spec(cfg, stack, bh.container_name, bh.appdata))).target)
+            spec=backup_spec(cfg, stack, bh.container_name, bh.appdata), job=job)).target)
 
     octo = None
     if cfg.octollm:
@@ -168,7 +172,7 @@ def deploy(cfg: StackConfig, private_keys: dict[str, str]) -> None:
         jobs = monitoring.jobs
 
     # What may talk to what, from what is deployed; a platform that enforces it per connection does.
-    flows = service_flows(cfg, nodes, octo, jobs, secret)
+    flows = service_flows(cfg, nodes, octo, jobs, secret) + backups_.flows(cfg, stack)
     routes = {"orchestrator": ("orchestrator", cfg.octollm.orchestrator.port)} if octo else {}
     if monitoring:
         routes["grafana"] = ("grafana", 3000)

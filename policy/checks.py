@@ -17,7 +17,8 @@ SECRET_VALUE = "1b47061264138c4ac30d75fd1eb44270"
 SECRET_NAME = re.compile(r"PASSWORD|PASSWD|API_KEY|SECRET|TOKEN|DATABASE_URL|REDIS_URL|DATA_SOURCE_NAME|CLI_AUTH$")
 CONTAINER = "docker:index/container:Container"
 WORKLOADS = {"kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet", "kubernetes:apps/v1:DaemonSet",
-             "kubernetes:batch/v1:Job"}
+             "kubernetes:batch/v1:Job", "kubernetes:batch/v1:CronJob"}
+RUN_TO_COMPLETION = {"kubernetes:batch/v1:Job", "kubernetes:batch/v1:CronJob"}  # no probes: they finish
 DEFAULTS = {
     "dockerSocketAllowed": ["cadvisor", "alloy", "llm-manager", "portainer"],
     "healthcheckExempt": ["portainer"],
@@ -49,11 +50,16 @@ def plain(v: Any) -> Any:
 
 def _pod(props: dict) -> dict:
     p = plain(props)
-    return ((p.get("spec") or {}).get("template") or {}).get("spec") or {}
+    spec = p.get("spec") or {}
+    if "jobTemplate" in spec:  # a CronJob: the pod of the Job it makes
+        spec = (spec.get("jobTemplate") or {}).get("spec") or {}
+    return (spec.get("template") or {}).get("spec") or {}
 
 
 def _containers(props: dict) -> list[dict]:
-    return _pod(props).get("containers") or []
+    """Every container of the pod, init containers included (they run with the same privileges)."""
+    pod = _pod(props)
+    return (pod.get("initContainers") or []) + (pod.get("containers") or [])
 
 
 def _matches(name: str, allowed: list[str]) -> bool:
@@ -235,9 +241,9 @@ def k8s_non_root(t, props, opts, cfg):
 
 
 def k8s_probes(t, props, opts, cfg):
-    if t not in WORKLOADS or t == "kubernetes:batch/v1:Job":
+    if t not in WORKLOADS or t in RUN_TO_COMPLETION:
         return []
-    return [f"container {c.get('name')} lacks a {p}" for c in _containers(props)
+    return [f"container {c.get('name')} lacks a {p}" for c in _pod(props).get("containers") or []
             for p in ("readinessProbe", "livenessProbe") if p not in c]
 
 

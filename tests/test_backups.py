@@ -153,21 +153,124 @@ def test_the_workers_redis_is_backed_up_where_the_workers_run():
     assert any("overlaps worker-redis's data directory /service-pool/appdata/worker-redis" in p for p in found), found
 
 
-def test_kubernetes_is_refused_with_what_to_use_instead():
+def test_on_kubernetes_a_path_target_is_refused_with_what_to_give():
     found = problems(with_backups({"host": "gke", "target": "/backups"}, stack_config("gke")))
-    assert found == ["backups.host: gke is a Kubernetes namespace; backups run on Docker hosts, where the data "
-                     "directories are host paths. On Kubernetes use VolumeSnapshots of the StatefulSets' claims, or "
-                     "the managed services' backups"]
+    assert found == ["backups.target: gke is a Kubernetes namespace: a directory path means nothing there; give "
+                     "{store: <modelStores name>} of a store of kind pvc (the claim the backup pod writes into)"]
 
 
-def test_the_tools_refuse_a_kubernetes_stack_and_say_what_to_do(capsys):
+GKE = stack_config("gke")
+
+
+def test_on_kubernetes_the_defaults_leave_out_grafana():
+    cfg, _ = load_stack_config(GKE)
+    assert "grafana" in cfg.backups.deployed(cfg)
+    assert cfg.backups.chosen(cfg) == ["postgres", "redis", "qdrant"]
+
+
+def test_on_kubernetes_grafana_and_the_workers_redis_are_refused_naming_the_key_and_what_is_allowed():
+    found = problems(with_backups({**GKE["backups"], "services": ["postgres", "grafana", "worker-redis"]}, GKE))
+    assert found == [
+        "backups.services[1]: grafana is not backed up on Kubernetes: its SQLite database is in Grafana's "
+        "ReadWriteOnce claim, which the backup pod cannot mount while Grafana runs; allowed: postgres, redis, qdrant",
+        "backups.services[2]: worker-redis is not backed up on Kubernetes; allowed: postgres, redis, qdrant"]
+
+
+def test_on_kubernetes_the_store_must_be_a_pvc_store_of_the_namespace_of_its_own():
+    def host_path(raw):
+        raw["modelStores"]["backups"] = {"host": "gke", "kind": "hostPath", "path": "/var/octollm-backups"}
+    found = problems(with_backups(GKE["backups"], GKE, edit=host_path))
+    assert "backups.target.store: store 'backups' is a hostPath store; allowed on Kubernetes: a pvc store" in found
+    found = problems(with_backups({**GKE["backups"], "target": {"store": "models"}}, GKE))
+    assert found == ["backups.target.store: store 'models' holds the models of ollama; give the backups a pvc "
+                     "store of their own"]
+    found = problems(with_backups({**GKE["backups"], "target": {"store": "nope"}}, GKE))
+    assert found == ["backups.target.store: store 'nope' is not defined under modelStores (defined: backups, models)"]
+
+
+def test_backup_of_a_kubernetes_stack_says_how_to_run_its_cronjob_now(capsys):
+    assert backup_tool.main(["-s", "gke"]) == 2
+    err = capsys.readouterr().err
+    assert "Kubernetes is not backed up" not in err and "VolumeSnapshot" not in err
+    assert "  kubectl -n octollm create job --from=cronjob/octollm-backup-gke \"$job\"\n" in err
+    assert "  kubectl -n octollm wait --for=condition=complete --timeout=3600s \"job/$job\"\n" in err
+    assert "  job=octollm-backup-gke-manual-$(date -u +%Y%m%d%H%M%S)\n" in err
+
+
+def _kubectl_runs(err: str) -> dict[str, dict]:
+    """The `kubectl run` lines of a message: pod name -> (its flags, the --overrides pod spec)."""
+    import shlex
+    out = {}
+    for line in err.splitlines():
+        if line.strip().startswith("kubectl -n octollm run "):
+            argv = shlex.split(line)
+            flags = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
+            out[argv[4]] = {"flags": flags, "spec": json.loads(flags["overrides"])["spec"]}
+    return out
+
+
+def test_restore_of_a_kubernetes_stack_gives_each_service_s_exact_commands(capsys):
     from tooling import restore as restore_tool
-    for argv in ((backup_tool, ["-s", "gke"]), (restore_tool, ["-s", "gke", "--list"]),
-                 (restore_tool, ["-s", "gke", "--service", "postgres", "--backup", "latest", "--yes"])):
-        assert argv[0].main(argv[1]) == 2
-        err = capsys.readouterr().err
-        assert err.startswith("stack 'gke' runs on Kubernetes, which this tool does not back up or restore") and \
-            "VolumeSnapshot of each claim" in err and "pg_dump --format=custom" in err, err
+    bid = "20261201T033000Z"
+    assert restore_tool.main(["-s", "gke", "--service", "postgres", "--backup", bid, "--yes"]) == 2
+    err = capsys.readouterr().err
+    assert "restores none of them itself" in err and "Redis" not in err
+    assert restore_tool.main(["-s", "gke", "--list"]) == 2
+    err = capsys.readouterr().err
+    runs = _kubectl_runs(err)
+    assert sorted(runs) == ["octollm-restore-postgres", "octollm-restore-qdrant", "octollm-restore-redis"]
+    for name, r in runs.items():
+        assert r["flags"]["labels"] == "app.kubernetes.io/name=octollm-backup-gke", "the flows admit only it"
+        spec = r["spec"]
+        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"]}
+        [c] = spec["containers"]
+        mounts = {m["mountPath"]: claims[m["name"]] for m in c["volumeMounts"]}
+        assert mounts["/backups"] == "backups" and spec["automountServiceAccountToken"] is False
+        script = c["command"][2]
+        assert c["command"][:2] == ["sh", "-c"] and script.startswith("id=latest && if [ \"$id\" = latest ]; then id=$(ls /backups")
+        assert "&& cd /backups/$id && sha256sum -c --quiet SHA256SUMS && " in script
+        assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
+        for e in c["env"]:
+            assert set(e) == {"name", "valueFrom"}, "secrets by secretKeyRef only"
+    pg = runs["octollm-restore-postgres"]["spec"]["containers"][0]
+    assert pg["image"] == "postgres:15.10-alpine"
+    assert "pg_restore --clean --if-exists --no-owner --exit-on-error -h postgres -U octollm -d octollm " \
+           "/backups/$id/postgres/octollm.dump" in pg["command"][2]
+    redis = runs["octollm-restore-redis"]["spec"]["containers"][0]
+    assert {m["mountPath"] for m in redis["volumeMounts"]} == {"/backups", "/data"}
+    assert "data-redis-0" in json.dumps(runs["octollm-restore-redis"]["spec"]["volumes"])
+    lines = err.splitlines()
+    i = next(n for n, l in enumerate(lines) if "octollm-restore-redis" in l)
+    assert lines[i - 2].strip() == "kubectl -n octollm scale statefulset/redis --replicas=0"
+    assert lines[i + 1].strip() == "kubectl -n octollm scale statefulset/redis --replicas=1"
+    q = runs["octollm-restore-qdrant"]["spec"]["containers"][0]
+    assert q["image"] == "curlimages/curl:8.11.0"
+    assert "/snapshots/upload?priority=snapshot" in q["command"][2] and "-H @/tmp/h" in q["command"][2]
+
+
+def test_the_redis_restore_command_makes_the_rdb_the_aof_base(capsys, tmp_path):
+    """The Redis pod's script, run here with its two mounts mapped to directories: a Redis 7 started on
+    that /data (AOF on) holds the backup's keys."""
+    from tooling import restore as restore_tool
+    restore_tool.main(["-s", "gke", "--service", "redis", "--backup", "B", "--yes"])
+    c = _kubectl_runs(capsys.readouterr().err)["octollm-restore-redis"]["spec"]["containers"][0]
+    backups, data = tmp_path / "backups", tmp_path / "data"
+    (backups / "B" / "redis").mkdir(parents=True)
+    (data / "appendonlydir").mkdir(parents=True)
+    (data / "appendonlydir" / "old").write_text("old")
+    rdb = backups / "B" / "redis" / "dump.rdb"
+    rdb.write_bytes(b"REDIS0011-not-a-real-rdb")
+    subprocess.run(["sha256sum", "redis/dump.rdb"], cwd=backups / "B", check=True,
+                   stdout=(backups / "B" / "SHA256SUMS").open("w"))
+    script = c["command"][2].replace("/backups", str(backups)).replace("/data", str(data))
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert (data / "appendonlydir" / "appendonly.aof.1.base.rdb").read_bytes() == rdb.read_bytes()
+    assert (data / "appendonlydir" / "appendonly.aof.manifest").read_text() == (
+        "file appendonly.aof.1.base.rdb seq 1 type b\nfile appendonly.aof.1.incr.aof seq 1 type i\n")
+    assert [p for p in data.iterdir() if p.name.startswith("appendonlydir.before-")], "the old AOF is moved aside"
+    rdb.write_bytes(b"damaged")
+    assert subprocess.run(["sh", "-c", script], capture_output=True).returncode != 0, "a damaged backup stops it"
 
 
 def _cron_times(expr: str, start: dt.datetime, n: int) -> list[dt.datetime]:

@@ -550,6 +550,28 @@ def calls(e: Estate) -> list[list[str]]:
     return [json.loads(l) for l in e.fake_log.read_text().splitlines()] if e.fake_log.exists() else []
 
 
+def retention_keep(has: dict[str, str], new: str, daily: int, weekly: int) -> set[str]:
+    """The retention reference: of the backups `has` (id -> the services it holds, space-separated), the ones
+    a run that made `new` keeps: `new`, the newest, and per service the newest of each of its last `daily`
+    days and `weekly` ISO weeks."""
+    ours = sorted(has, reverse=True)
+    keep = {new, ours[0]}
+    for svc in {s for h in has.values() for s in h.split()}:
+        days, weeks = [], []
+        for b in ours:
+            if svc not in has[b].split():
+                continue
+            day = b[:8]
+            week = time.strftime("%G-%V", time.strptime(b[:8], "%Y%m%d"))
+            if len(days) < daily and day not in days:
+                days.append(day)
+                keep.add(b)
+            if len(weeks) < weekly and week not in weeks:
+                weeks.append(week)
+                keep.add(b)
+    return keep
+
+
 # --------------------------------------------------------------------------------------- the drills
 
 def test_full_drill_backup_destroy_restore_compare(estate, capfd):
@@ -781,27 +803,10 @@ def test_retention_keeps_the_newest_and_never_touches_what_it_did_not_make(estat
     left = {p.name for p in target.iterdir()}
     ours = sorted(seeded | {partial, new, worker_old, worker_new}, reverse=True)
 
-    def expected() -> set[str]:
-        keep = {new, ours[0]}
-        has = {b: ("postgres redis qdrant grafana" if b in seeded else "postgres" if b == partial
-                   else "worker-redis" if b in (worker_old, worker_new) else "redis") for b in ours}
-        for svc in {s for h in has.values() for s in h.split()}:
-            days, weeks = [], []
-            for b in ours:
-                if svc not in has[b].split():
-                    continue
-                day = b[:8]
-                week = time.strftime("%G-%V", time.strptime(b[:8], "%Y%m%d"))
-                if len(days) < 7 and day not in days:
-                    days.append(day)
-                    keep.add(b)
-                if len(weeks) < 4 and week not in weeks:
-                    weeks.append(week)
-                    keep.add(b)
-        return keep
-
+    has = {b: ("postgres redis qdrant grafana" if b in seeded else "postgres" if b == partial
+               else "worker-redis" if b in (worker_old, worker_new) else "redis") for b in ours}
     kept = left & set(ours)
-    assert kept == expected()
+    assert kept == retention_keep(has, new, daily=7, weekly=4)
     assert partial in kept, "a backup that is the newest of its day for one service is kept"
     assert worker_new in kept and worker_old not in kept, "the workers' Redis has its own daily copies"
     assert len([b for b in kept if b in seeded]) <= 7 + 4

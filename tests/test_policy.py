@@ -71,6 +71,33 @@ def test_each_policy_fails_on_a_crafted_violation(name):
     assert run_check(BY_NAME[name], t, ok if t in (C, D) else props, fixed_opts, rname) == [], name
 
 
+CJ = "kubernetes:batch/v1:CronJob"
+
+
+def cronjob(**init):
+    """A CronJob whose pod has OK_POD's container and one init container (OK_POD's, changed by `init`)."""
+    import copy
+    c = copy.deepcopy(OK_POD["spec"]["template"]["spec"]["containers"][0])
+    ic = {**{k: v for k, v in c.items() if not k.endswith("Probe")}, "name": "step", **init}
+    return {"spec": {"schedule": "30 3 * * *", "jobTemplate": {"spec": {"template": {"spec": {
+        "initContainers": [ic], "containers": [c]}}}}}}
+
+
+@pytest.mark.parametrize("name, init", [
+    ("k8s-non-root", {"securityContext": {}}),
+    ("k8s-resources", {"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}),
+    ("memory-limits", {"resources": {"requests": {"cpu": "1"}, "limits": {"cpu": "1"}}}),
+    ("images-pinned", {"image": "curlimages/curl:latest"}),
+    ("no-privileged", {"securityContext": {"runAsNonRoot": True, "privileged": True}}),
+    ("secret-env-values", {"env": [{"name": "PGPASSWORD", "value": "hunter2"}]}),
+])
+def test_a_cronjobs_init_containers_are_held_to_the_pod_checks(name, init):
+    assert run_check(BY_NAME[name], CJ, cronjob(**init), Opts(protect=True)), name
+    assert run_check(BY_NAME[name], CJ, cronjob(), Opts(protect=True)) == [], name
+    # A run-to-completion pod has no probes to ask for.
+    assert run_check(BY_NAME["k8s-probes"], CJ, cronjob(), Opts()) == []
+
+
 def test_secret_env_passes_when_the_value_is_secret():
     props = {**OK_CONTAINER, "envs": ["A=b", {SECRET_SIG: SECRET_VALUE, "value": "POSTGRES_PASSWORD=x"}]}
     assert run_check(BY_NAME["secret-env-values"], C, props, Opts()) == []

@@ -240,10 +240,10 @@ def test_network_policies_allow_exactly_the_paths_in_use(gke):
         for t in job["static_configs"][0]["targets"]:
             svc, port = t.split(":")
             assert _allowed(policies, "prometheus", svc, int(port)), t
-    # nothing reaches postgres but the orchestrator and its exporter
+    # nothing reaches postgres but the orchestrator, its exporter and the backup job
     pg = policies["ingress-postgres"]["spec"]["ingress"]
     assert sorted(r["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for r in pg) == \
-        ["orchestrator", "postgres-exporter"]
+        ["octollm-backup-gke", "orchestrator", "postgres-exporter"]
     assert not _allowed(policies, "arm-coder", "postgres", 5432)
     ctrl = policies["ingress-orchestrator"]["spec"]["ingress"]
     assert {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}],
@@ -255,6 +255,9 @@ def test_network_policies_allow_exactly_the_paths_in_use(gke):
 def test_external_data_services_create_nothing_in_cluster(run):
     cfg = copy.deepcopy(stack_config("gke"))
     cfg["dataServices"]["external"] = {"qdrantUrl": "https://xyz.cloud.qdrant.io:6333"}
+    # Managed data services have their own backups: nothing in the namespace to copy.
+    cfg.pop("backups")
+    cfg["modelStores"].pop("backups")
     secrets = {"postgresUrl": "postgresql://octollm:pw@10.1.2.3:5432/octollm",
                "redisUrl": "redis://:pw@10.1.2.4:6379/0", "qdrantApiKey": "qk"}
     r = run("gke", config=cfg, secrets=secrets)

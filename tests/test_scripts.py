@@ -114,6 +114,59 @@ def test_kubernetes_model_pull_job_script_passes_shellcheck(tmp_path):
     assert proc.returncode == 0, proc.stdout
 
 
+def shellcheck_as(script: str, tmp_path: Path, name: str, shell: str) -> subprocess.CompletedProcess:
+    f = tmp_path / f"{name}.sh"
+    f.write_text(script)
+    return subprocess.run([SHELLCHECK, f"--shell={shell}", "--severity=style", str(f)], capture_output=True, text=True)
+
+
+K8S_BACKUP = scripts.backup_kubernetes("gke", ("postgres", "redis", "qdrant"), keep_daily=7, keep_weekly=4,
+                                       keep_days=3)
+
+
+@pytest.mark.parametrize("part", ["begin", "finish", "postgres", "redis", "qdrant"])
+def test_the_kubernetes_backup_renderings_pass_shellcheck(part, tmp_path):
+    """backup.sh's two Kubernetes renderings as bash; each step as POSIX sh (its image has no bash), and sh -n."""
+    script = getattr(K8S_BACKUP, part) if part in ("begin", "finish") else K8S_BACKUP.steps[part]
+    shell = "bash" if part in ("begin", "finish") else "sh"
+    assert script.startswith("#!/usr/bin/env bash\n" if shell == "bash" else "#!/bin/sh\n")
+    proc = shellcheck_as(script, tmp_path, part, shell)
+    assert proc.returncode == 0, proc.stdout
+    assert subprocess.run([shell, "-n"], input=script, text=True, capture_output=True).returncode == 0
+    assert "declare -A P=" not in script and "${P[" not in script, "only rendered values reach a pod"
+
+
+def test_posix_shellcheck_is_real(tmp_path):
+    assert shellcheck_as("#!/bin/sh\nx=(a b)\n[[ $x ]] && echo ok\n", tmp_path, "bad", "sh").returncode != 0
+
+
+DOCKER_SPEC = scripts.BackupSpec("unraid", "/mnt/user/backups", keep_daily=7, keep_weekly=4, keep_days=3,
+                                 postgres=("p", "octollm", "octollm"), redis=("r", "/a/r"),
+                                 worker_redis=("w", "/a/w"), qdrant=("q", "http://127.0.0.1:6333"),
+                                 grafana=("g", "/a/g"))
+K8S_ONLY = ("OCTOLLM_BACKUP_DIR", "OCTOLLM_BACKUP_RUN", "$scratch", ".octollm-backup-partial",
+            "removed the unfinished backup", "the pod's first container", "left no record")
+
+
+def test_the_docker_rendering_of_backup_sh_has_no_kubernetes_part():
+    docker = scripts.backup(DOCKER_SPEC)
+    for part in K8S_ONLY:
+        assert part not in docker, part
+    # and the Kubernetes renderings have each of those somewhere, and no docker, flock or pause of their own
+    k8s = K8S_BACKUP.begin + K8S_BACKUP.finish
+    for part in K8S_ONLY:
+        assert part in k8s, part
+    for part in ("docker exec", "docker pause", "flock -w", "docker inspect"):
+        assert part in docker and part not in k8s, part
+
+
+def test_the_kubernetes_renderings_split_the_docker_job_at_the_copies():
+    """begin makes the id and the partial directory and stops there; finish writes no new id and prunes."""
+    assert 'id="$(date -u +%Y%m%dT%H%M%SZ)"' in K8S_BACKUP.begin and "pruned" not in K8S_BACKUP.begin
+    assert 'id="$(date -u +%Y%m%dT%H%M%SZ)"' not in K8S_BACKUP.finish and "pruned" in K8S_BACKUP.finish
+    assert "manifest.json" in K8S_BACKUP.finish and "manifest.json" not in K8S_BACKUP.begin
+
+
 # --- the .sh files themselves ---------------------------------------------------------------------
 
 def test_the_script_files_are_package_data_next_to_the_module():
@@ -121,7 +174,8 @@ def test_the_script_files_are_package_data_next_to_the_module():
     # one file for each builder
     assert {f.stem for f in SH_FILES} == {
         "ensure_dirs", "write_file", "ollama_pull", "ollama_pull_job", "zfs_dataset", "nfs_export",
-        "preflight", "postgres_set_password", "grafana_set_admin_password", "backup", "restore", "schedule_job"}
+        "preflight", "postgres_set_password", "grafana_set_admin_password", "backup", "backup_step", "restore",
+        "schedule_job"}
 
 
 def test_scripts_render_from_any_working_directory(tmp_path):
@@ -152,7 +206,8 @@ def test_every_parameter_a_file_uses_has_a_sample_in_its_block(path):
     # The parameter block makes the file valid shell on its own (set -u): each ${P[name]} and each
     # name in an #@if/#@for has a sample value there, and the block holds nothing else.
     text = path.read_text()
-    assert text.startswith("#!/usr/bin/env bash\n#@params\n") and text.endswith("\n")
+    # bash, or POSIX sh for what runs in images without bash (backup_step.sh); the sample block is bash either way
+    assert text.startswith(("#!/usr/bin/env bash\n#@params\n", "#!/bin/sh\n#@params\n")) and text.endswith("\n")
     block, body = text.split("\n#@end\n", 1)
     samples = set(re.findall(r"^  \[(\w+)\]=", block, re.M))
     used = set(PARAM_REF.findall(body))

@@ -33,12 +33,19 @@ RISKY_OPS = ("replace", "create-replacement", "delete-replaced", "delete")
 STATEFUL_TYPES = ("docker:index/container:Container", "kubernetes:apps/v1:StatefulSet")
 
 
-KUBERNETES_REFUSED = (
-    "stack {stack!r} runs on Kubernetes, which this tool does not back up or restore: its data lives in the "
-    "StatefulSets' volume claims, not in host directories. Take a VolumeSnapshot of each claim "
-    "(kubectl -n <namespace> get pvc lists them; the CSI driver must have a VolumeSnapshotClass), or a dump from "
-    "inside the pod (kubectl exec <postgres pod> -- pg_dump --format=custom ...), and restore from those "
-    "(see README, 'Backups and restore')")
+def kubernetes_run_now(cfg: StackConfig, stack: str) -> str:
+    """What runs a Kubernetes stack's backup now: a Job made from its CronJob, waited for, its logs read."""
+    from components.services.backups import job_name
+    ns, cj = cfg.kubernetes.namespace, job_name(stack)
+    job = f"{cj}-manual-$(date -u +%Y%m%d%H%M%S)"
+    return (f"stack {stack!r} runs on Kubernetes: its backups are the CronJob {ns}/{cj} (see README, 'Backups and "
+            "restore'), and this tool does not create Jobs itself. Run one now with:\n"
+            f"  job={job}\n"
+            f"  kubectl -n {ns} create job --from=cronjob/{cj} \"$job\"\n"
+            f"  kubectl -n {ns} wait --for=condition=complete --timeout=3600s \"job/$job\"\n"
+            f"  kubectl -n {ns} logs \"job/$job\" --all-containers --prefix\n"
+            "The last container's log ends with backup-id and backup-path; a failed container fails the Job and "
+            "leaves no completed backup.")
 
 
 def load_config(stack: str, file: Path | None = None) -> StackConfig:
@@ -200,11 +207,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if a.before_plan is not None:
         return before_plan(cfg, a.stack, a.before_plan)
-    if cfg.platform == "kubernetes":
-        print(KUBERNETES_REFUSED.format(stack=a.stack), file=sys.stderr)
-        return 2
     if cfg.backups is None:
         print(f"stack {a.stack!r} has no backups: configuration (see README, 'Backups and restore')", file=sys.stderr)
+        return 2
+    if cfg.platform == "kubernetes":
+        print(kubernetes_run_now(cfg, a.stack), file=sys.stderr)
         return 2
     chosen = cfg.backups.chosen(cfg)
     unknown = [s for s in a.services or [] if s not in chosen]

@@ -22,7 +22,78 @@ from pathlib import Path
 
 from components import host_scripts as scripts
 from components.config.schema import BACKUP_SERVICES, ConfigError
-from .backup import KUBERNETES_REFUSED, load_config, run_script, spec_for
+from .backup import load_config, run_script, spec_for
+
+
+def _helper_pod(cfg, stack: str, name: str, image: str, claims: dict[str, str], env: list[dict],
+                argv: list[str]) -> str:
+    """`kubectl run` of a one-off pod in the backup pod's identity (its label, so the NetworkPolicies admit
+    it), with `claims` (mount path -> claim) mounted and `env` set, running `argv`."""
+    import json
+    import shlex
+
+    from components.services.backups import job_name
+    ns = cfg.kubernetes.namespace
+    vols = [{"name": f"v{i}", "persistentVolumeClaim": {"claimName": c}} for i, c in enumerate(claims.values())]
+    mounts = [{"name": f"v{i}", "mountPath": m} for i, m in enumerate(claims)]
+    overrides = {"spec": {"automountServiceAccountToken": False, "restartPolicy": "Never", "volumes": vols,
+                          "containers": [{"name": name, "image": image, "command": argv, "env": env,
+                                          "volumeMounts": mounts, "stdin": True, "tty": False}]}}
+    return (f"kubectl -n {ns} run {name} --rm -i --restart=Never --image={image} "
+            f"--labels=app.kubernetes.io/name={job_name(stack)} "
+            f"--overrides={shlex.quote(json.dumps(overrides, separators=(',', ':')))}")
+
+
+def kubernetes_restore(cfg, stack: str, service: str | None, backup: str) -> str:
+    """What restores a Kubernetes stack's service from a backup in the backup claim: the exact commands,
+    per service (this tool runs none of them)."""
+    import shlex
+
+    from components.config.catalog import IMAGES
+    from components.services.backups import K8S_MOUNT
+    ns, claim, ds = cfg.kubernetes.namespace, cfg.backups.store, cfg.data_services
+    d = f"{K8S_MOUNT}/$id"
+    check = (f"id={shlex.quote(backup)} && if [ \"$id\" = latest ]; then id=$(ls {K8S_MOUNT} | "
+             "grep -E '^[0-9]{8}T[0-9]{6}Z$' | sort | tail -n 1); fi && "
+             f"cd {d} && sha256sum -c --quiet SHA256SUMS")
+    services = [service] if service else cfg.backups.chosen(cfg)
+    out = [f"stack {stack!r} runs on Kubernetes: its backups are in the claim {claim!r} of namespace {ns}, and "
+           f"this tool restores none of them itself. Per service, for backup {backup} (an id as the CronJob's log "
+           "gives it, backup-id: ..., or latest), each first checking the backup's SHA256SUMS:"]
+    for s in services:
+        if s == "postgres":
+            pg = ds.postgres
+            out.append("PostgreSQL (pg_restore into the running database, its objects dropped first):\n  " + _helper_pod(
+                cfg, stack, "octollm-restore-postgres", IMAGES["postgres"].ref, {K8S_MOUNT: claim},
+                [{"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": "postgres-env",
+                                                                       "key": "POSTGRES_PASSWORD"}}}],
+                ["sh", "-c", f"{check} && pg_restore --clean --if-exists --no-owner --exit-on-error -h postgres "
+                             f"-U {pg.user} -d {pg.database} {d}/postgres/{pg.database}.dump"]))
+        elif s == "redis":
+            out.append("Redis (stopped, its AOF replaced by the backup's RDB as its base, started):\n"
+                       f"  kubectl -n {ns} scale statefulset/redis --replicas=0\n"
+                       f"  kubectl -n {ns} wait --for=delete pod/redis-0 --timeout=300s\n  " + _helper_pod(
+                           cfg, stack, "octollm-restore-redis", IMAGES["redis"].ref,
+                           {K8S_MOUNT: claim, "/data": "data-redis-0"}, [],
+                           ["sh", "-c", f"{check} && cd /data && stamp=$(date -u +%Y%m%dT%H%M%SZ) && "
+                                        "for f in dump.rdb appendonlydir; do [ ! -e $f ] || mv $f $f.before-$stamp; "
+                                        "done && mkdir appendonlydir && "
+                                        f"cp {d}/redis/dump.rdb appendonlydir/appendonly.aof.1.base.rdb && "
+                                        ": > appendonlydir/appendonly.aof.1.incr.aof && "
+                                        "printf 'file appendonly.aof.1.base.rdb seq 1 type b\\nfile "
+                                        "appendonly.aof.1.incr.aof seq 1 type i\\n' > "
+                                        "appendonlydir/appendonly.aof.manifest"]) +
+                       f"\n  kubectl -n {ns} scale statefulset/redis --replicas=1")
+        elif s == "qdrant":
+            out.append("Qdrant (each collection's snapshot uploaded, replacing the collection):\n  " + _helper_pod(
+                cfg, stack, "octollm-restore-qdrant", IMAGES["curl"].ref, {K8S_MOUNT: claim},
+                [{"name": "QDRANT_API_KEY", "valueFrom": {"secretKeyRef": {"name": "qdrant-env",
+                                                                           "key": "QDRANT__SERVICE__API_KEY"}}}],
+                ["sh", "-c", f"{check} && printf 'api-key: %s\\n' \"$QDRANT_API_KEY\" > /tmp/h && "
+                             f"for f in {d}/qdrant/*.snapshot; do n=$(basename \"$f\" .snapshot); "
+                             "curl -fsS -H @/tmp/h -X POST -F \"snapshot=@$f\" "
+                             "\"http://qdrant:6333/collections/$n/snapshots/upload?priority=snapshot\" || exit 1; done"]))
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,11 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError) as exc:
         print(exc.render() if isinstance(exc, ConfigError) else str(exc), file=sys.stderr)
         return 2
-    if cfg.platform == "kubernetes":
-        print(KUBERNETES_REFUSED.format(stack=a.stack), file=sys.stderr)
-        return 2
     if cfg.backups is None:
         print(f"stack {a.stack!r} has no backups: configuration", file=sys.stderr)
+        return 2
+    if cfg.platform == "kubernetes":
+        print(kubernetes_restore(cfg, a.stack, None if a.list else a.service, a.backup or "latest"),
+              file=sys.stderr)
         return 2
     spec = spec_for(cfg, a.stack)
     if a.list:

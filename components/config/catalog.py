@@ -112,6 +112,8 @@ IMAGES: dict[str, ImageInfo] = {
     "portainer": ImageInfo("portainer/portainer-ce:2.21.4"),
     "open-webui": ImageInfo("ghcr.io/open-webui/open-webui:v0.4.8"),
     "cuda-check": ImageInfo("nvidia/cuda:12.2.2-base-ubuntu22.04", cuda="12.2"),
+    # Kubernetes backups: Qdrant's snapshot API from the backup pod (the qdrant image has no curl).
+    "curl": ImageInfo("curlimages/curl:8.11.0"),
 }
 
 

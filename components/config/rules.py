@@ -662,9 +662,7 @@ def _backups(cfg: StackConfig) -> list[Problem]:
         return out
     host = cfg.hosts[b.host]
     if host.kind == "kubernetes":
-        return [Problem(path="backups.host", message=(
-            f"{b.host} is a Kubernetes namespace; backups run on Docker hosts, where the data directories are host "
-            "paths. On Kubernetes use VolumeSnapshots of the StatefulSets' claims, or the managed services' backups"))]
+        return _backups_kubernetes(cfg)
     deployed = b.deployed(cfg)
     if b.services is None and not deployed:
         where = sorted({h for h in ((cfg.data_services.host if cfg.data_services and cfg.data_services.external is None
@@ -703,4 +701,55 @@ def _backups(cfg: StackConfig) -> list[Problem]:
                 f"{target} overlaps {s}'s data directory {data}; give a directory outside every data directory "
                 f"(e.g. {posixpath.join(posixpath.dirname(host.appdata_root.rstrip('/')) or '/', 'octollm-backups')})")))
             break
+    return out
+
+
+def _backups_kubernetes(cfg: StackConfig) -> list[Problem]:
+    """backups on Kubernetes: a CronJob in the namespace copies PostgreSQL, Redis and Qdrant over the cluster
+    network into a pvc store; Grafana's database is in its own ReadWriteOnce claim, out of reach."""
+    b = cfg.backups
+    allowed = b.KUBERNETES_SERVICES
+    deployed = [s for s in b.deployed(cfg) if s in allowed]
+    out: list[Problem] = []
+    if b.services is None and not deployed:
+        out.append(Problem(path="backups.host", message=(
+            f"{b.host} runs none of {', '.join(allowed)} (what a backup copies on Kubernetes), so there is nothing "
+            "to back up there")))
+    for i, s in enumerate(b.services or []):
+        if s in (b.services or [])[:i]:
+            out.append(Problem(path=f"backups.services[{i}]", message=f"{s} is listed twice"))
+        elif s == "grafana":
+            out.append(Problem(path=f"backups.services[{i}]", message=(
+                "grafana is not backed up on Kubernetes: its SQLite database is in Grafana's ReadWriteOnce claim, "
+                "which the backup pod cannot mount while Grafana runs; allowed: " + ", ".join(allowed))))
+        elif s not in allowed:
+            out.append(Problem(path=f"backups.services[{i}]", message=(
+                f"{s} is not backed up on Kubernetes; allowed: {', '.join(allowed)}")))
+        elif s not in deployed:
+            out.append(Problem(path=f"backups.services[{i}]", message=(
+                f"{s} is not deployed in {b.host} (deployed there: {', '.join(deployed) or 'none of ' + ', '.join(allowed)})")))
+    if b.store is None:
+        out.append(Problem(path="backups.target", message=(
+            f"{b.host} is a Kubernetes namespace: a directory path means nothing there; give {{store: <modelStores "
+            "name>} of a store of kind pvc (the claim the backup pod writes into)")))
+        return out
+    store = cfg.model_stores.get(b.store)
+    if store is None:
+        return out + [Problem(path="backups.target.store", message=(
+            f"store {b.store!r} is not defined under modelStores (defined: "
+            f"{', '.join(sorted(cfg.model_stores)) or 'none'})"))]
+    if store.kind != "pvc":
+        out.append(Problem(path="backups.target.store", message=(
+            f"store {b.store!r} is a {store.kind} store; allowed on Kubernetes: a pvc store")))
+    elif store.host != b.host:
+        out.append(Problem(path="backups.target.store", message=(
+            f"store {b.store!r} is in {store.host}, but backups run in {b.host}; give a pvc store of {b.host}")))
+    else:
+        users = [n for n, nc in cfg.all_inference.items() if b.store in (nc.model_store, nc.temp_store)]
+        users += [n for n, app in (("openWebui", cfg.open_webui), ("portainer", cfg.portainer))
+                  if app is not None and app.data_store == b.store]
+        if users:
+            out.append(Problem(path="backups.target.store", message=(
+                f"store {b.store!r} holds the models of {', '.join(sorted(users))}; give the backups a pvc store "
+                "of their own")))
     return out

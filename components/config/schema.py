@@ -614,7 +614,8 @@ class BackupConfig(Model):
     # One branch is validated, chosen by the value's shape, so an error names the form that was meant.
     target: Annotated[Annotated[DataPath, Tag("Path")] | Annotated[BackupStoreTarget, Tag("Store")],
                       Discriminator(lambda v: "Store" if isinstance(v, (dict, BackupStoreTarget)) else "Path")] = Field(
-        description="an absolute directory on that host, or {store: <modelStores name>} of kind zfs, nfs or hostPath")
+        description="an absolute directory on that host, or {store: <modelStores name>} of kind zfs, nfs or hostPath "
+                    "(on Kubernetes: of kind pvc)")
     schedule: str = Field(default="30 3 * * *", description=(
         "a five-field cron expression (minute hour day-of-month month day-of-week, host local time) or @hourly, "
         "@daily, @weekly, @monthly; on systemd hosts it becomes the timer's OnCalendar"))
@@ -728,9 +729,19 @@ class BackupConfig(Model):
             out.append("grafana")
         return out
 
+    # What a backup pod copies on Kubernetes. Not Grafana: its SQLite database is in Grafana's ReadWriteOnce
+    # claim, which no other pod can mount while Grafana runs, and Grafana has no API that dumps it.
+    KUBERNETES_SERVICES: ClassVar[tuple[str, ...]] = ("postgres", "redis", "qdrant")
+
     def chosen(self, cfg: "StackConfig") -> list[str]:
-        """What each backup copies: `services`, else every one deployed on the host."""
-        return [s for s in BACKUP_SERVICES if s in self.services] if self.services is not None else self.deployed(cfg)
+        """What each backup copies: `services`, else every one deployed on the host (on Kubernetes, of
+        KUBERNETES_SERVICES)."""
+        if self.services is not None:
+            return [s for s in BACKUP_SERVICES if s in self.services]
+        deployed = self.deployed(cfg)
+        if self.host in cfg.hosts and cfg.hosts[self.host].kind == "kubernetes":
+            return [s for s in deployed if s in self.KUBERNETES_SERVICES]
+        return deployed
 
     def data_dir(self, cfg: "StackConfig", service: str) -> str:
         """The host directory a service keeps its data in on the backup host, as the program mounts it:

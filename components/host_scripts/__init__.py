@@ -366,7 +366,41 @@ def backup(spec: BackupSpec) -> str:
                    services=list(spec.services), wait_seconds=int(spec.wait_seconds),
                    **{s.replace("-", "_"): s in spec.services for s in spec.SERVICES},
                    any_redis=any(s in spec.services for s in spec.REDIS),
+                   docker=True, k8s=False, k8s_begin=False, k8s_finish=False, new_backup=True, finish=True,
                    **_backup_values(spec))
+
+
+# What a Kubernetes backup pod copies, one init container each (backup_step.sh).
+KUBERNETES_BACKUP_SERVICES = ("postgres", "redis", "qdrant")
+
+
+@dataclass(frozen=True)
+class KubernetesBackup:
+    """The scripts of a Kubernetes backup pod: `begin` (first container) and `finish` (last) are backup.sh,
+    `steps` the copy of each service in between, by service."""
+
+    begin: str
+    steps: dict[str, str]
+    finish: str
+
+
+def backup_kubernetes(stack: str, services: tuple[str, ...], keep_daily: int = 0, keep_weekly: int = 0,
+                      keep_days: int = 0, wait_seconds: int = 600) -> KubernetesBackup:
+    """backup.sh as the first and last container of the backup pod (the id and the partial directory; the
+    manifest, the rename and the same retention as on a Docker host), and one backup_step.sh per service."""
+    if not services:
+        raise ValueError("a backup needs at least one service to copy")
+    bad = [s for s in services if s not in KUBERNETES_BACKUP_SERVICES]
+    if bad:
+        raise ValueError(f"{', '.join(bad)}: not copied on Kubernetes (only {', '.join(KUBERNETES_BACKUP_SERVICES)})")
+    common = dict(stack=stack, zfs_dataset="", keep_daily=int(keep_daily), keep_weekly=int(keep_weekly),
+                  keep_days=int(keep_days), services=list(services), docker=False, k8s=True,
+                  **{s.replace("-", "_"): False for s in BackupSpec.SERVICES}, any_redis=False)
+    return KubernetesBackup(
+        begin=_render("backup", **common, k8s_begin=True, k8s_finish=False, new_backup=True, finish=False),
+        steps={s: _render("backup_step", wait_seconds=int(wait_seconds),
+                          **{k: k == s for k in KUBERNETES_BACKUP_SERVICES}) for s in services},
+        finish=_render("backup", **common, k8s_begin=False, k8s_finish=True, new_backup=False, finish=True))
 
 
 def restore(spec: BackupSpec, service: str, backup_id: str, wait_seconds: int = 300) -> str:

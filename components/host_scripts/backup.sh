@@ -29,6 +29,12 @@ declare -A P=(
   [grafana_container]=octollm-grafana
   [grafana_data]=/mnt/user/appdata/octollm/grafana  # the host directory mounted at /var/lib/grafana
   [wait_seconds]=600  # int
+  [docker]=1  # the whole job on a Docker host: copies, manifest, rename, retention
+  [k8s_begin]=''  # Kubernetes, the first container of the backup pod: the id and the .<id>.partial directory
+  [k8s_finish]=''  # Kubernetes, the last one: manifest, rename, retention (the copies are the steps' between)
+  [new_backup]=1  # docker or k8s_begin: picks the id and makes the directory
+  [finish]=1  # docker or k8s_finish: manifest, SHA256SUMS, rename, retention
+  [k8s]=''  # k8s_begin or k8s_finish
 )
 #@end
 #@ A backup of one stack's data services, run on their host by its timer (or cron entry), by
@@ -37,6 +43,11 @@ declare -A P=(
 #@ copy while the container is paused. The files land in <target>/.<id>.partial, get a manifest with
 #@ their sha256 and size, and become <target>/<id> only when all of them are there.
 #@ OCTOLLM_BACKUP_ONLY (names, space-separated) copies a subset; OCTOLLM_BACKUP_REASON is recorded.
+#@ On Kubernetes the same file is rendered twice, for the first and the last container of the backup
+#@ pod (k8s_begin, k8s_finish); the copies are made by the containers in between (backup_step.sh), each
+#@ in its service's own image, and one run at a time is the CronJob's concurrencyPolicy: Forbid. Those
+#@ containers find the target (the backup claim's mount) in OCTOLLM_BACKUP_DIR and share the id
+#@ through OCTOLLM_BACKUP_RUN (an emptyDir of the pod); both are set in the pod spec.
 set -euo pipefail
 #@ One block, read to its end before it runs, its stdin /dev/null: sent as `bash -s` (make backup,
 #@ the restore tool), nothing in it can take the rest of the script as its input.
@@ -45,22 +56,38 @@ umask 077
 export LC_ALL=C
 
 stack="${P[stack]}"
+#@if docker
 target="${P[target]}"
+#@end
+#@if k8s
+target="${OCTOLLM_BACKUP_DIR:?the pod sets it to where the backup claim is mounted}"
+scratch="${OCTOLLM_BACKUP_RUN:?the pod sets it to its shared emptyDir}"
+#@end
 configured=("${P[services]}")
+#@if docker
 wait_s="${P[wait_seconds]}"
+#@end
+#@if finish
 keep_daily="${P[keep_daily]}"
 keep_weekly="${P[keep_weekly]}"
 keep_days="${P[keep_days]}"
+#@end
 
 die() { printf 'backup: %s\n' "$*" >&2; exit 1; }
 need() { command -v "$1" >/dev/null 2>&1 || die "$1 is not installed on this host ($2)"; }
+#@if docker
 deadline() { echo $(( $(date +%s) + wait_s )); }
 late() { [ "$(date +%s)" -ge "$1" ]; }
 running() { [ "$(docker inspect -f '{{.State.Running}}' "$1" 2>/dev/null || true)" = true ]; }
+#@end
 
+#@if docker
 need docker "the data services run in Docker"
+#@end
 need sha256sum "for the manifest's checksums"
+#@if docker
 need flock "so that two backups never run at once"
+#@end
 
 run=()
 if [ -n "${OCTOLLM_BACKUP_ONLY:-}" ]; then
@@ -82,15 +109,37 @@ reason_chars='^[A-Za-z0-9 ._:/@=+,()-]{1,300}$'
 if [ ! -d "$target" ] || [ -L "$target" ]; then
   die "the backup target $target is not a directory (pulumi up creates it)"
 fi
+#@if docker
 exec 9>>"$target/.octollm-backup.lock"
 flock -w "$wait_s" 9 || die "another backup into $target is still running after ${P[wait_seconds]}s"
+#@end
 
+#@if k8s_begin
+# A run that failed part way (a step's container failed, so this pod's last one never ran) left its
+# .<id>.partial; only one run is ever active (concurrencyPolicy: Forbid), so any partial of this stack's
+# job is dead. Only directories this job marked as its own are removed.
+for d in "$target"/.*.partial; do
+  b="${d##*/}"
+  [[ "$b" =~ ^\.[0-9]{8}T[0-9]{6}Z\.partial$ ]] || continue
+  if [ -d "$d" ] && [ ! -L "$d" ] && grep -qxF "stack=$stack" "$d/.octollm-backup-partial" 2>/dev/null; then
+    rm -rf -- "$d"
+    echo "removed the unfinished backup $b"
+  fi
+done
+#@end
+#@if new_backup
 id="$(date -u +%Y%m%dT%H%M%SZ)"
 while [ -e "$target/$id" ] || [ -e "$target/.$id.partial" ]; do
   sleep 1
   id="$(date -u +%Y%m%dT%H%M%SZ)"
 done
+#@end
+#@if k8s_finish
+id="$(cat -- "$scratch/id" 2>/dev/null || true)"
+[[ "$id" =~ ^[0-9]{8}T[0-9]{6}Z$ ]] || die "no backup id in $scratch/id: the pod's first container did not run"
+#@end
 work="$target/.$id.partial"
+#@if finish
 tmp="$(mktemp -d)"
 paused=""
 finished=""
@@ -102,7 +151,21 @@ cleanup() {
   rm -rf -- "$tmp"
 }
 trap cleanup EXIT
+#@end
+#@if k8s_begin
 mkdir -- "$work"
+printf 'stack=%s\n' "$stack" > "$work/.octollm-backup-partial"
+printf '%s\n' "$id" > "$scratch/id"
+echo "backup-id: $id"
+echo "backup-path: $work"
+#@end
+#@if finish
+#@if docker
+mkdir -- "$work"
+#@end
+#@if k8s_finish
+[ -d "$work" ] && [ ! -L "$work" ] || die "$work is missing: the pod's first container did not make it"
+#@end
 declare -A method=()
 
 # --- PostgreSQL: pg_dump -Fc inside the container -------------------------------------------------
@@ -264,6 +327,7 @@ backup_grafana() {
 }
 #@end
 
+#@if docker
 for s in "${run[@]}"; do
   case "$s" in
 #@if redis
@@ -275,6 +339,16 @@ for s in "${run[@]}"; do
     *) "backup_$s" ;;
   esac
 done
+#@end
+#@if k8s_finish
+# Each step wrote what it did into the pod's shared directory; a service without that line was not copied.
+for s in "${run[@]}"; do
+  [ -s "$scratch/method.$s" ] || die "$s: its step left no record in $scratch/method.$s, so it did not finish"
+  [ -d "$work/$s" ] || die "$s: $work/$s is missing"
+  method[$s]="$(head -n 1 -- "$scratch/method.$s")"
+done
+rm -f -- "$work/.octollm-backup-partial"
+#@end
 
 # --- the manifest: every file with its size and sha256 ----------------------------------------------
 json_str() {
@@ -384,4 +458,5 @@ for s in "${run[@]}"; do
 done
 echo "backup-id: $id"
 echo "backup-path: $target/$id"
+#@end
 } < /dev/null

@@ -45,6 +45,24 @@ class ScheduledJob:
     script: str  # the bash script each run executes
     description: str = ""
     image: str | None = None  # where the platform runs it in a container (Kubernetes): the image
+    # Kubernetes: containers that run one after another before `script` (init containers), each to completion
+    steps: tuple["JobStep", ...] = ()
+    claim: str | None = None  # Kubernetes: the volume claim every container mounts, read-write, at `mount`
+    mount: str = "/backups"
+    env: tuple[tuple[str, str], ...] = ()  # plain environment of every container
+
+
+@dataclass(frozen=True)
+class JobStep:
+    """One container of a scheduled job that runs in containers: `script` with `shell -c` in `image`."""
+
+    name: str
+    image: str
+    script: str
+    shell: str = "/bin/sh"
+    env: tuple[tuple[str, str], ...] = ()
+    # (variable, Secret, key): a value from a Secret the program already made, by secretKeyRef
+    secret_env: tuple[tuple[str, str, str], ...] = ()
 
 
 @runtime_checkable

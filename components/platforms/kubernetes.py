@@ -297,21 +297,50 @@ class KubernetesPlatform(pulumi.ComponentResource):
     def load_models(self, name: str, parent: pulumi.Resource, **_) -> None:
         return None  # servers here never write the store: prepare_models filled it
 
+    # A scheduled run that has not started this long after its time is skipped (and counted as missed), so
+    # a controller that was down for hours does not start a backlog; one missed run is still made up.
+    SCHEDULE_START_DEADLINE_S = 3600
+    JOB_RUN_DIR = "/run/octollm-job"  # an emptyDir every container of a scheduled job's pod shares
+
     def schedule(self, name: str, parent: pulumi.Resource, job: ScheduledJob,
                  depends_on: Sequence[pulumi.Resource] = ()) -> k8s.batch.v1.CronJob:
         """A CronJob running the script with bash in `job.image`, on `job.cron` (the controller's time zone),
-        one run at a time; deleting it removes the CronJob and its Jobs, nothing they wrote."""
+        one run at a time (concurrencyPolicy: Forbid); `job.steps` run before it, in order, as init
+        containers, all of them mounting `job.claim` at `job.mount` and sharing an emptyDir at JOB_RUN_DIR.
+        Deleting it removes the CronJob and its Jobs, nothing they wrote."""
         if not job.image:
             raise pulumi.RunError(f"{job.name}: a scheduled job on Kubernetes needs the image it runs in")
+        mounts = (MountSpec(job.mount, job.claim, kind="claim"),) if job.claim else ()
         pod, _ = self.pod_spec(ServiceSpec(name=job.name, image=job.image, cpus=0.5, memory_gb=0.5,
-                                           entrypoint=("/bin/bash", "-c"), command=(job.script,)), restart_never=True)
+                                           entrypoint=("/bin/bash", "-c"), command=(job.script,), mounts=mounts,
+                                           read_only_rootfs=bool(job.steps)), restart_never=True)
+        main = pod["containers"][0]
+        if job.steps:
+            pod["volumes"].append({"name": "run", "emptyDir": {}})
+            main["volumeMounts"].append({"name": "run", "mountPath": self.JOB_RUN_DIR})
+            if job.env:
+                main["env"] = [{"name": k, "value": v} for k, v in job.env] + main.get("env", [])
+            main["name"] = "finish"
+            init = []
+            for step in job.steps:
+                c = {"name": step.name, "image": step.image, "imagePullPolicy": "Always"}
+                env = [{"name": k, "value": v} for k, v in (*job.env, *step.env)]
+                env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+                        for k, secret, key in step.secret_env]
+                if env:
+                    c["env"] = env
+                c.update({"resources": main["resources"], "securityContext": main["securityContext"],
+                          "volumeMounts": main["volumeMounts"], "command": [step.shell, "-c"], "args": [step.script]})
+                init.append(c)
+            pod = {**pod, "initContainers": init}
+        spec: dict = {"schedule": job.cron, "concurrencyPolicy": "Forbid",
+                      "startingDeadlineSeconds": self.SCHEDULE_START_DEADLINE_S,
+                      "successfulJobsHistoryLimit": 3, "failedJobsHistoryLimit": 3,
+                      "jobTemplate": {"spec": {"backoffLimit": 0, "template": self._template(job.name, pod, {})}}}
         return k8s.batch.v1.CronJob(
             name, metadata=self.meta(job.name, annotations={"octollm.io/description": job.description}
                                      if job.description else None),
-            spec={"schedule": job.cron, "concurrencyPolicy": "Forbid", "successfulJobsHistoryLimit": 3,
-                  "failedJobsHistoryLimit": 3,
-                  "jobTemplate": {"spec": {"backoffLimit": 0, "template": self._template(job.name, pod, {})}}},
-            opts=self.child_opts(parent, depends_on=depends_on))
+            spec=spec, opts=self.child_opts(parent, depends_on=depends_on))
 
     def telemetry(self) -> NodeTelemetry:
         gpu = "dcgm" if self.cfg.gpus and not self.kube.managed_dcgm else None
