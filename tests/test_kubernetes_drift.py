@@ -98,6 +98,7 @@ def test_variants_read_back_as_registered(run, variant):
         cfg["kubernetes"]["adoptNamespace"] = True
     elif variant == "external data services":
         cfg["dataServices"]["external"] = {"qdrantUrl": "https://xyz.cloud.qdrant.io:6333"}
+        cfg.pop("backups")  # nothing of ours to copy: the managed services keep their own backups
         secrets.update({"postgresUrl": "postgresql://u:p@10.1.2.3:5432/octollm", "redisUrl": "redis://:p@10.1.2.4:6379/0",
                         "qdrantApiKey": "qk"})
     else:
@@ -354,6 +355,7 @@ def test_grafana_applies_its_admin_password_on_every_start(gke, run):
 def test_no_hook_when_postgres_is_managed_elsewhere(run):
     cfg = copy.deepcopy(stack_config("gke"))
     cfg["dataServices"]["external"] = {"qdrantUrl": "https://xyz.cloud.qdrant.io:6333"}
+    cfg.pop("backups")
     r = run("gke", config=cfg, secrets={"postgresUrl": "postgresql://u:p@h:5432/d", "redisUrl": "redis://:p@h:6379/0",
                                         "qdrantApiKey": "qk"})
     assert r.error is None, r.error

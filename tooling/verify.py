@@ -588,36 +588,41 @@ def check_ollama(cfg: StackConfig, name: str, bind: str, port: int):
     return run
 
 
-def check_openai_models(nc: InferenceConfig, bind: str, port: int):
-    """vLLM (/v1/models) and llama.cpp (/health, then /v1/models): the one model each serves."""
-    def run(link: HostLink, svc: Service) -> Outcome:
-        where = f"{svc.service} on {svc.host}"
-        logs = f"see `docker logs {svc.container}`"
-        if nc.engine == "llamacpp":
-            r = _answer(link, where, svc.container, bind, port, "/health")
-            if isinstance(r, Outcome):
-                return r
-            if r.status != 200:
-                return failed(f"{where} answers /health with {r.status} ({r.text(80)})",
-                              f"llama.cpp answers 503 while it loads the model; {logs}")
-            want = nc.model_path or ""
-            match = lambda mid: mid.rsplit("/", 1)[-1] == want.rsplit("/", 1)[-1]  # noqa: E731
-        else:
-            want = nc.models[0] if nc.models else ""
-            match = lambda mid: mid == want  # noqa: E731
-        r = _answer(link, where, svc.container, bind, port, "/v1/models")
+def openai_models(nc: InferenceConfig, where: str, logs: str, answer) -> Outcome:
+    """vLLM (/v1/models) and llama.cpp (/health, then /v1/models): the one model each serves. `answer(path)` is
+    the platform's way to ask the node (a Response, or the Outcome of not reaching it)."""
+    if nc.engine == "llamacpp":
+        r = answer("/health")
         if isinstance(r, Outcome):
             return r
         if r.status != 200:
-            return failed(f"{where} answers /v1/models with {r.status} ({r.text(80)})", logs)
-        try:
-            ids = [m.get("id", "") for m in r.json().get("data") or []]
-        except (ValueError, AttributeError):
-            return failed(f"{where} answers /v1/models with something that is not a model list ({r.text(80)})", logs)
-        if any(match(i) for i in ids) and len(ids) == 1:
-            return ok(ids[0])
-        return failed(f"{where} serves {', '.join(ids) or 'no model'}, not {want}",
-                      f"it loads its model at start: {logs}, or run `pulumi up` again")
+            return failed(f"{where} answers /health with {r.status} ({r.text(80)})",
+                          f"llama.cpp answers 503 while it loads the model; {logs}")
+        want = nc.model_path or ""
+        match = lambda mid: mid.rsplit("/", 1)[-1] == want.rsplit("/", 1)[-1]  # noqa: E731
+    else:
+        want = nc.models[0] if nc.models else ""
+        match = lambda mid: mid == want  # noqa: E731
+    r = answer("/v1/models")
+    if isinstance(r, Outcome):
+        return r
+    if r.status != 200:
+        return failed(f"{where} answers /v1/models with {r.status} ({r.text(80)})", logs)
+    try:
+        ids = [m.get("id", "") for m in r.json().get("data") or []]
+    except (ValueError, AttributeError):
+        return failed(f"{where} answers /v1/models with something that is not a model list ({r.text(80)})", logs)
+    if any(match(i) for i in ids) and len(ids) == 1:
+        return ok(ids[0])
+    return failed(f"{where} serves {', '.join(ids) or 'no model'}, not {want}",
+                  f"it loads its model at start: {logs}, or run `pulumi up` again")
+
+
+def check_openai_models(nc: InferenceConfig, bind: str, port: int):
+    def run(link: HostLink, svc: Service) -> Outcome:
+        where = f"{svc.service} on {svc.host}"
+        return openai_models(nc, where, f"see `docker logs {svc.container}`",
+                             lambda path: _answer(link, where, svc.container, bind, port, path))
     return run
 
 

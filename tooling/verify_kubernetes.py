@@ -53,7 +53,7 @@ from components.services.apps import PROBED_NOT_HEALTHCHECKED
 
 from .verify import (GRAFANA_ADMIN_USER, RETRY_EVERY_S, Outcome, Response, Row,
                      expected_datasources, expected_ollama_models, expected_scrape_targets, failed, model_diff, ok,
-                     render, stack_secret, target_health)
+                     openai_models, render, stack_secret, target_health)
 
 # The services whose ServiceSpec is `stateful` (their data is theirs): KubernetesPlatform.run makes them
 # StatefulSets. The GPU exporter is an agent on the GPU nodes: KubernetesPlatform.daemon, a DaemonSet.
@@ -327,34 +327,9 @@ def check_ollama(name: str, port: int):
 
 
 def check_openai_models(name: str, port: int):
-    """vLLM (/v1/models) and llama.cpp (/health, then /v1/models): the one model each serves."""
     def run(ctx: Context, w: Workload) -> Outcome:
-        nc, where, logs = ctx.cfg.all_inference[name], _where(ctx, w), _logs(ctx, w)
-        if nc.engine == "llamacpp":
-            r = _answer(ctx, w, w.service, port, "/health")
-            if isinstance(r, Outcome):
-                return r
-            if r.status != 200:
-                return failed(f"{where} answers /health with {r.status} ({r.text(80)})",
-                              f"llama.cpp answers 503 while it loads the model; {logs}")
-            want = nc.model_path or ""
-            match = lambda mid: mid.rsplit("/", 1)[-1] == want.rsplit("/", 1)[-1]  # noqa: E731
-        else:
-            want = nc.models[0] if nc.models else ""
-            match = lambda mid: mid == want  # noqa: E731
-        r = _answer(ctx, w, w.service, port, "/v1/models")
-        if isinstance(r, Outcome):
-            return r
-        if r.status != 200:
-            return failed(f"{where} answers /v1/models with {r.status} ({r.text(80)})", logs)
-        try:
-            ids = [m.get("id", "") for m in r.json().get("data") or []]
-        except (ValueError, AttributeError):
-            return failed(f"{where} answers /v1/models with something that is not a model list ({r.text(80)})", logs)
-        if any(match(i) for i in ids) and len(ids) == 1:
-            return ok(ids[0])
-        return failed(f"{where} serves {', '.join(ids) or 'no model'}, not {want}",
-                      f"it loads its model at start: {logs}, or run `pulumi up` again")
+        return openai_models(ctx.cfg.all_inference[name], _where(ctx, w), _logs(ctx, w),
+                             lambda path: _answer(ctx, w, w.service, port, path))
     return run
 
 

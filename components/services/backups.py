@@ -50,9 +50,9 @@ def backup_spec(cfg: StackConfig, stack: str, container_name: Callable[[str], st
     chosen = b.chosen(cfg)
     target, dataset = b.target, ""
     if b.store is not None:
-        store = cfg.model_stores[b.store]
-        target, dataset = store.path, store.dataset or ""
-        if store.kind == "pvc":  # Kubernetes: the claim, mounted at K8S_MOUNT in the backup pod
+        store_cfg = cfg.model_stores[b.store]
+        target, dataset = store_cfg.path, store_cfg.dataset or ""
+        if store_cfg.kind == "pvc":  # Kubernetes: the claim, mounted at K8S_MOUNT in the backup pod
             target = f"pvc://{b.store}"
     kw: dict = {}
     ds = cfg.data_services
@@ -116,7 +116,9 @@ def kubernetes_job(cfg: StackConfig, stack: str, image_ref: Callable[[str], str]
 def flows(cfg: StackConfig, stack: str) -> list[Flow]:
     """What the Kubernetes backup pod connects to: each service it copies, on its port; nothing else."""
     b = cfg.backups
-    if b is None or cfg.hosts[b.host].kind != "kubernetes":
+    # Only a backup into a claim runs as a pod (the rules allow a pvc store target on Kubernetes only).
+    store_cfg = cfg.model_stores[b.store] if b is not None and b.store is not None else None
+    if store_cfg is None or store_cfg.kind != "pvc":
         return []
     return [Flow(job_name(stack), s, (K8S_PORTS[s],)) for s in b.chosen(cfg)]
 
