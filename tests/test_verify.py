@@ -17,6 +17,7 @@ org.octollm.test=verify and is removed by it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -595,3 +596,35 @@ def test_deploy_workflow_verifies_after_up_and_fails_with_a_summary():
     step = steps[up + 1]
     assert "tooling.verify -s \"$STACK\"" in step["run"]
     assert "GITHUB_STEP_SUMMARY" in step["run"] and "exit 1" in step["run"]
+
+
+# ---- vLLM and llama.cpp: the model each serves (one judgement, both platforms) ----------------------------
+
+def _answers(table: dict[str, tuple[int, object]]):
+    def answer(path: str):
+        status, body = table[path]
+        return verify.Response(status, {}, body if isinstance(body, bytes) else json.dumps(body).encode())
+    return answer
+
+
+@pytest.mark.parametrize("node,table,want", [
+    ("vllm-qwen", {"/v1/models": (200, {"data": [{"id": "Qwen/Qwen2.5-7B-Instruct-AWQ"}]})},
+     "ok: Qwen/Qwen2.5-7B-Instruct-AWQ"),
+    ("vllm-qwen", {"/v1/models": (200, {"data": [{"id": "Qwen/Qwen2.5-0.5B"}]})},
+     "FAILED: vllm-qwen serves Qwen/Qwen2.5-0.5B, not Qwen/Qwen2.5-7B-Instruct-AWQ"),
+    ("vllm-qwen", {"/v1/models": (200, {"data": [{"id": "Qwen/Qwen2.5-7B-Instruct-AWQ"}, {"id": "other"}]})},
+     "FAILED: vllm-qwen serves Qwen/Qwen2.5-7B-Instruct-AWQ, other, not Qwen/Qwen2.5-7B-Instruct-AWQ"),
+    ("vllm-qwen", {"/v1/models": (200, b"<html>")}, "FAILED: vllm-qwen answers /v1/models with something"),
+    ("llm-server", {"/health": (503, {"error": "Loading model"})}, "FAILED: llm-server answers /health with 503"),
+    ("llm-server", {"/health": (200, {"status": "ok"}),
+                  "/v1/models": (200, {"data": [{"id": "/models/gguf/llama-2-7b-chat.Q4_K_M.gguf"}]})},
+     "ok: /models/gguf/llama-2-7b-chat.Q4_K_M.gguf"),
+    ("llm-server", {"/health": (200, {"status": "ok"}), "/v1/models": (200, {"data": [{"id": "/models/other.gguf"}]})},
+     "FAILED: llm-server serves /models/other.gguf, not gguf/llama-2-7b-chat.Q4_K_M.gguf"),
+])
+def test_an_openai_compatible_node_serves_exactly_its_model(node, table, want):
+    from harness import stack_config
+
+    cfg, _ = load_stack_config(stack_config("homelab"))
+    out = verify.openai_models(cfg.all_inference[node], node, "see its logs", _answers(table))
+    assert f"{out.status}: {out.detail}".startswith(want), out
