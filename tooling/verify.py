@@ -695,6 +695,42 @@ def check_prometheus(cfg: StackConfig, bind: str, port: int):
     return run
 
 
+def datasources_health(where: str, listing: Response, logs: str, logs_cmd: str, health) -> Outcome:
+    """Grafana's answer to /api/datasources holds every datasource the program provisions, and each passes its
+    health check (`health(uid)`: the platform's way to ask, a Response or the Outcome of not reaching it)."""
+    try:
+        listed = {d.get("uid"): d for d in listing.json()}
+    except (ValueError, AttributeError):
+        return failed(f"{where} answers /api/datasources with {listing.status} ({listing.text(80)})", logs)
+    want = expected_datasources()
+    missing = [f"{d['name']} ({d['uid']})" for d in want if d["uid"] not in listed]
+    if missing:
+        return failed(f"{where} has no datasource {', '.join(missing)}",
+                      "its provisioning files are not the ones this config generates: run `pulumi up` again")
+    broken = []
+    for d in want:
+        h = health(d["uid"])
+        if isinstance(h, Outcome):
+            return h
+        try:
+            body = h.json()
+        except ValueError:
+            body = {"message": h.text(80)}
+        if h.status != 200 or str(body.get("status", "")).upper() != "OK":
+            broken.append((d, " ".join(str(body.get("message", h.status)).split())[:100]))
+    if broken:
+        names = ", ".join(f"{d['name']} ({d['uid']})" for d, _ in broken)
+        if len(broken) == 1:
+            detail = f"{where}: datasource {names} fails its health check ({broken[0][1]})"
+        else:
+            detail = (f"{where}: datasources {names} fail their health checks ("
+                      + "; ".join(f"{d['name']}: {m}" for d, m in broken) + ")")
+        # Each datasource's URL names the service behind it (http://loki:3100).
+        behind = " and ".join(d["url"].split("//", 1)[-1].split(":", 1)[0] for d, _ in broken)
+        return failed(detail, f"check {behind} (their rows above, {logs_cmd})")
+    return ok(", ".join(f"{d['name']} OK" for d in want))
+
+
 def check_grafana(ctx: Context, bind: str, port: int):
     def run(link: HostLink, svc: Service) -> Outcome:
         where = f"{svc.service} on {svc.host}"
@@ -709,38 +745,9 @@ def check_grafana(ctx: Context, bind: str, port: int):
             return failed(f"{where} refuses the stack's admin password (401)",
                           "a rotated password that did not reach Grafana? run `pulumi up` again "
                           "(it applies the password with `grafana cli admin reset-admin-password`)")
-        try:
-            listed = {d.get("uid"): d for d in r.json()}
-        except (ValueError, AttributeError):
-            return failed(f"{where} answers /api/datasources with {r.status} ({r.text(80)})",
-                          f"see `docker logs {svc.container}`")
-        want = expected_datasources()
-        missing = [f"{d['name']} ({d['uid']})" for d in want if d["uid"] not in listed]
-        if missing:
-            return failed(f"{where} has no datasource {', '.join(missing)}",
-                          "its provisioning files are not the ones this config generates: run `pulumi up` again")
-        broken = []
-        for d in want:
-            h = _answer(link, where, svc.container, bind, port, f"/api/datasources/uid/{d['uid']}/health", auth)
-            if isinstance(h, Outcome):
-                return h
-            try:
-                body = h.json()
-            except ValueError:
-                body = {"message": h.text(80)}
-            if h.status != 200 or str(body.get("status", "")).upper() != "OK":
-                broken.append((d, " ".join(str(body.get("message", h.status)).split())[:100]))
-        if broken:
-            names = ", ".join(f"{d['name']} ({d['uid']})" for d, _ in broken)
-            if len(broken) == 1:
-                detail = f"{where}: datasource {names} fails its health check ({broken[0][1]})"
-            else:
-                detail = (f"{where}: datasources {names} fail their health checks ("
-                          + "; ".join(f"{d['name']}: {m}" for d, m in broken) + ")")
-            # Each datasource's URL names the service behind it (http://loki:3100).
-            behind = " and ".join(d["url"].split("//", 1)[-1].split(":", 1)[0] for d, _ in broken)
-            return failed(detail, f"check {behind} (their rows above, `docker logs`)")
-        return ok(", ".join(f"{d['name']} OK" for d in want))
+        return datasources_health(where, r, f"see `docker logs {svc.container}`", "`docker logs`",
+                                  lambda uid: _answer(link, where, svc.container, bind, port,
+                                                      f"/api/datasources/uid/{uid}/health", auth))
     return run
 
 

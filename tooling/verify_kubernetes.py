@@ -52,8 +52,8 @@ from components.platforms.kubernetes import NAME_LABEL, KubernetesPlatform, labe
 from components.services.apps import PROBED_NOT_HEALTHCHECKED
 
 from .verify import (GRAFANA_ADMIN_USER, RETRY_EVERY_S, Outcome, Response, Row,
-                     expected_datasources, expected_ollama_models, expected_scrape_targets, failed, model_diff, ok,
-                     openai_models, render, stack_secret, target_health)
+                     expected_ollama_models, expected_scrape_targets, failed, datasources_health, model_diff,
+                     ok, openai_models, render, stack_secret, target_health)
 
 # The services whose ServiceSpec is `stateful` (their data is theirs): KubernetesPlatform.run makes them
 # StatefulSets. The GPU exporter is an agent on the GPU nodes: KubernetesPlatform.daemon, a DaemonSet.
@@ -425,41 +425,14 @@ def check_grafana(ctx: Context, w: Workload) -> Outcome:
         r = _answer(ctx, w, "grafana", GRAFANA_PORT, "/api/datasources", headers=auth)
         if isinstance(r, Outcome):
             return r
-        try:
-            listed = {d.get("uid"): d for d in r.json()}
-        except (ValueError, AttributeError):
-            return failed(f"{where} answers /api/datasources with {r.status} ({r.text(80)})", _logs(ctx, w))
-        want = expected_datasources()
-        missing = [f"{d['name']} ({d['uid']})" for d in want if d["uid"] not in listed]
-        if missing:
-            return failed(f"{where} has no datasource {', '.join(missing)}",
-                          "its provisioning files are not the ones this config generates: run `pulumi up` again")
-        broken = []
-        for d in want:
-            h = _answer(ctx, w, "grafana", GRAFANA_PORT, f"/api/datasources/uid/{d['uid']}/health", headers=auth)
-            if isinstance(h, Outcome):
-                return h
-            try:
-                body = h.json()
-            except ValueError:
-                body = {"message": h.text(80)}
-            if h.status != 200 or str(body.get("status", "")).upper() != "OK":
-                broken.append((d, " ".join(str(body.get("message", h.status)).split())[:100]))
+        return datasources_health(where, r, _logs(ctx, w), f"`kubectl -n {ctx.ns} logs`",
+                                  lambda uid: _answer(ctx, w, "grafana", GRAFANA_PORT,
+                                                      f"/api/datasources/uid/{uid}/health", headers=auth))
     finally:
         try:  # end the session: verify leaves nothing behind
             ctx.cluster.proxy("grafana", GRAFANA_PORT, "/logout", headers=auth)
         except Unreachable:
             pass
-    if broken:
-        names = ", ".join(f"{d['name']} ({d['uid']})" for d, _ in broken)
-        if len(broken) == 1:
-            detail = f"{where}: datasource {names} fails its health check ({broken[0][1]})"
-        else:
-            detail = (f"{where}: datasources {names} fail their health checks ("
-                      + "; ".join(f"{d['name']}: {m}" for d, m in broken) + ")")
-        behind = " and ".join(d["url"].split("//", 1)[-1].split(":", 1)[0] for d, _ in broken)
-        return failed(detail, f"check {behind} (their rows above, `kubectl -n {ctx.ns} logs`)")
-    return ok(", ".join(f"{d['name']} OK" for d in want))
 
 
 def plan(cfg: StackConfig) -> list[Workload]:
