@@ -41,6 +41,16 @@ MONITORED_STACKS = ("unraid", "homelab", "gke")  # `dev` deploys no monitoring (
 STACKS = ("dev", *MONITORED_STACKS)
 
 
+def deployments(run, stacks) -> dict:
+    """Each stack's Deployment under the mock engine: the body of the test files' `deployments` fixtures."""
+    out = {}
+    for stack in stacks:
+        r = run(stack)
+        assert r.error is None, r.error
+        out[stack] = deployment(r, stack)
+    return out
+
+
 def unavailable(reason: str):
     """Skip with the reason; with OCTOLLM_REQUIRE_REAL_HOST=1 (CI) fail instead (as tests/test_real_host.py)."""
     if REQUIRED:

@@ -20,12 +20,7 @@ STACKS = mt.MONITORED_STACKS
 
 @pytest.fixture(scope="module")
 def deployments(run):
-    out = {}
-    for stack in mt.STACKS:
-        r = run(stack)
-        assert r.error is None, r.error
-        out[stack] = mt.deployment(r, stack)
-    return out
+    return mt.deployments(run, mt.STACKS)
 
 
 def promtool(*args: str, cwd=None) -> subprocess.CompletedProcess:
