@@ -207,11 +207,11 @@ def test_network_of_this_stack_is_not_a_conflict(dockerd, sshd, tmp_path, clean)
 
 
 def test_missing_host_path_is_reported(dockerd, sshd, tmp_path, clean):
-    raw = stack_doc(sshd, tmp_path, appdata="/nonexistent-pool/appdata/octollm")
+    raw = stack_doc(sshd, tmp_path, appdata="/mnt/nonexistent-pool/appdata/octollm")
     r = run_remote_preflight(sshd, raw)
     assert r.returncode == 1
-    assert "/nonexistent-pool/appdata does not exist (is the pool or array that holds it mounted?)" in r.stderr
-    assert not Path("/nonexistent-pool").exists()
+    assert "/mnt/nonexistent-pool/appdata does not exist (is the pool or array that holds it mounted?)" in r.stderr
+    assert not Path("/mnt/nonexistent-pool").exists()
 
 
 def test_gpu_required_where_none_exists(dockerd, sshd, tmp_path, clean):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from components.config import catalog
 from components.config.schema import WORKER_LLM_SERVER, HostConfig, InferenceConfig, Problem, StackConfig
+from components.config.values import allowed_root_problem
 
 
 @dataclass(frozen=True)
@@ -259,6 +260,7 @@ def check_rules(cfg: StackConfig) -> tuple[list[Problem], list[str]]:
     warnings: list[str] = []
     problems += _platform(cfg)
     problems += _references(cfg)
+    problems += _data_paths(cfg)
     problems += _backups(cfg)
     if problems:
         # The remaining rules assume references resolve; report what is broken first.
@@ -435,6 +437,29 @@ def _references(cfg: StackConfig) -> list[Problem]:
     if cfg.monitoring and cfg.monitoring.scrape_hosts:
         for i, h in enumerate(cfg.monitoring.scrape_hosts):
             out += _need_host(cfg, f"monitoring.scrapeHosts[{i}]", h)
+    return out
+
+
+def _data_paths(cfg: StackConfig) -> list[Problem]:
+    """A host data directory outside the fixed roots (values.DATA_ROOTS) may only be inside the mount of a
+    ZFS pool that a zfs store of the same host uses: there the pool is the host's data disk, and the program
+    knows it is one. Anywhere else a top-level directory may be anything (a system mount, another tool's)."""
+    paths: list[tuple[str, str, str]] = [(f"hosts.{h}.appdataRoot", h, hc.appdata_root) for h, hc in cfg.hosts.items()]
+    paths += [(f"modelStores.{n}.path", s.host, s.path) for n, s in cfg.model_stores.items()]
+    if cfg.workers is not None and cfg.workers.redis_data_path:
+        paths.append(("workers.redisDataPath", cfg.workers.host, cfg.workers.redis_data_path))
+    if cfg.backups is not None and cfg.backups.store is None:
+        paths.append(("backups.target", cfg.backups.host, cfg.backups.target))
+    out: list[Problem] = []
+    for key, host, path in sorted(paths):
+        # On Kubernetes nothing is written to a host path; _platform and _backups refuse the keys that give one.
+        if host not in cfg.hosts or cfg.hosts[host].kind == "kubernetes":
+            continue
+        pools = sorted({s.dataset.split("/")[0] for s in cfg.model_stores.values()
+                        if s.host == host and s.kind == "zfs" and s.dataset})
+        why = allowed_root_problem(path, pools)
+        if why is not None:
+            out.append(Problem(path=key, message=why))
     return out
 
 

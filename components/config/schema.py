@@ -27,8 +27,11 @@ from pydantic.alias_generators import to_camel
 
 from components.config import catalog
 from components.platforms.forms import cpus_round_trips, docker_cpus
-from components.config.values import (Cidr, DataPath, GpuDeviceId, HostAddress, ImageRef, KubernetesName, LabelValue, ModelName,
-                     NfsOptions, PgIdentifier, SshUser, StoreRelativePath, ZfsDataset)
+from components.config.values import (BindAddress, Cidr, DataPath, GpuDeviceId, HostAddress, HttpUrl, ImageRef,
+                                      Ipv4Address, KubeContext, KubernetesName, KubernetesSubdomain, LabelValue,
+                                      LocalFile, ModelName, NfsOptions, PgIdentifier, Registry, RegistryUser,
+                                      SshUser, StoreRelativePath, UrlPath, ZfsDataset,
+                                      GpuModel, Description, TraefikRule, RotationMarker)
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -88,9 +91,10 @@ class ConfigError(Exception):
 class SshConfig(Model):
     user: SshUser
     port: Port = 22
-    identity_file: str | None = Field(
+    identity_file: LocalFile | None = Field(
         default=None, description="private key used by both the docker CLI and pulumi-command"
     )
+    # Checked below: '<type> <base64>', and only those two words are kept.
     host_key: str | None = Field(
         default=None, description="the host's public key line, e.g. 'ssh-ed25519 AAAA…'"
     )
@@ -113,10 +117,10 @@ class SshConfig(Model):
 
 
 class GpuConfig(Model):
-    model: str
+    model: GpuModel
     vram_gb: MemoryGb
-    compute_capability: str | None = None
-    driver_version: str | None = Field(default=None, pattern=r"^\d+(\.\d+){0,2}$")
+    compute_capability: str | None = None  # checked below: major.minor
+    driver_version: str | None = Field(default=None, pattern=r"^[0-9]+(\.[0-9]+){0,2}$")
 
     @field_validator("model")
     @classmethod
@@ -130,7 +134,7 @@ class GpuConfig(Model):
                 f"GPU model {self.model!r} is not in the catalogue ({', '.join(sorted(catalog.GPUS))}); "
                 "set computeCapability for it"
             )
-        if self.compute_capability is not None and not re.fullmatch(r"\d+\.\d+", self.compute_capability):
+        if self.compute_capability is not None and not re.fullmatch(r"[0-9]+\.[0-9]+", self.compute_capability):
             raise ValueError(f"computeCapability {self.compute_capability!r} must look like '8.6'")
         return self
 
@@ -142,10 +146,10 @@ class GpuConfig(Model):
 
 
 class NetworkConfig(Model):
-    subnet: str
-    gateway: str
+    subnet: str  # checked below: an IPv4 network
+    gateway: str  # checked below: an IPv4 address
     internal: bool = False
-    reserved: dict[Name, str] = Field(
+    reserved: dict[Name, Ipv4Address] = Field(
         default={}, description="addresses kept for clients outside this stack (Docker never hands them out)")
 
     @field_validator("subnet")
@@ -179,17 +183,17 @@ class HostConfig(Model):
     kind: Literal["ssh", "local", "kubernetes"] = "ssh"
     address: HostAddress = "127.0.0.1"
     ssh: SshConfig | None = None
-    publish_address: str = Field(
+    publish_address: BindAddress = Field(
         default="0.0.0.0", description="host interface that published ports bind to"
     )
-    llm_publish_address: str | None = Field(
+    llm_publish_address: BindAddress | None = Field(
         default=None, description="interface LLM API ports bind to; defaults to publishAddress"
     )
     cpu_threads: Cpus
     memory_gb: MemoryGb
     gpus: list[GpuConfig] = []
     appdata_root: DataPath = "/opt/octollm"
-    data_owner: str = Field(default="99:100", pattern=r"^\d+:\d+$")
+    data_owner: str = Field(default="99:100", pattern=r"^[0-9]+:[0-9]+$")
     unraid: bool = False
     container_prefix: str = Field(default="octollm-", pattern=r"^([a-z0-9][a-z0-9_.-]*)?$")
     networks: dict[Name, NetworkConfig] = {}
@@ -197,17 +201,10 @@ class HostConfig(Model):
     allow_cpu_fallback: bool = Field(
         default=False, description="run GPU engines on the CPU when the GPU check fails"
     )
-    min_docker_version: str = Field(default="20.10", pattern=r"^\d+\.\d+$")
-
-    @field_validator("publish_address", "llm_publish_address")
-    @classmethod
-    def _ip(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        try:
-            return str(ipaddress.ip_address(v))
-        except ValueError:
-            raise ValueError(f"{v!r} is not an IP address of an interface on the host") from None
+    min_docker_version: str = Field(default="20.10", pattern=r"^[0-9]+\.[0-9]+$")
+    swap_limit: bool = Field(
+        default=True, description="the engine has cgroup swap accounting (docker info: SwapLimit); "
+        "false: containers get memorySwap -1 (swap not limited), the one value such an engine keeps")
 
     @model_validator(mode="after")
     def _ssh_needed(self) -> "HostConfig":
@@ -258,7 +255,7 @@ class ModelStoreConfig(Model):
     host: Name
     kind: Literal["hostPath", "zfs", "nfs", "pvc"] = "hostPath"
     path: DataPath = "/opt/octollm/models"
-    owner: str | None = Field(default=None, pattern=r"^\d+:\d+$")
+    owner: str | None = Field(default=None, pattern=r"^[0-9]+:[0-9]+$")
     # zfs
     dataset: ZfsDataset | None = None
     recordsize: Literal["4K", "8K", "16K", "32K", "64K", "128K", "256K", "512K", "1M", "2M", "4M", "8M", "16M"] | None = None
@@ -269,7 +266,7 @@ class ModelStoreConfig(Model):
     export_options: NfsOptions = "rw,sync,no_subtree_check,no_root_squash"
     mount_options: NfsOptions = "nfsvers=4.1,hard,timeo=600"
     # kubernetes
-    storage_class: str | None = None
+    storage_class: KubernetesSubdomain | None = None
     size_gb: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
@@ -297,14 +294,14 @@ class ModelCatalogEntry(Model):
         default="ollama", description="ollama: an Ollama tag; hf: a HuggingFace id (vLLM); gguf: a llama.cpp file")
     size_gb: float = Field(gt=0, le=2000, description="bytes on disk, in GB (what the model store must hold)")
     vram_gb: float = Field(gt=0, le=2000, description="VRAM it occupies loaded with the default context, in GB")
-    description: str = ""
+    description: Description = ""
 
 
 class InferenceConfig(Model):
     host: Name
     engine: Engine = "ollama"
     network: Name | None = None
-    ipv4_address: str | None = None
+    ipv4_address: Ipv4Address | None = None
     port: Port
     container_port: Port | None = None
     gpu: GpuRequest | None = None
@@ -317,7 +314,7 @@ class InferenceConfig(Model):
     model_store: Name | None = None
     temp_store: Name | None = Field(default=None, description="store mounted at /tmp (scratch space)")
     image: ImageRef | None = None
-    cuda_version: str | None = Field(default=None, pattern=r"^\d+\.\d+$")
+    cuda_version: str | None = Field(default=None, pattern=r"^[0-9]+\.[0-9]+$")
     replicas: int = Field(default=0, ge=0, le=16, description="read-only Ollama replicas on the same host")
     replica_port_start: Port | None = None
     read_only: bool = Field(default=False, description="mount the store read-only (an NFS client)")
@@ -386,7 +383,7 @@ class QdrantConfig(Model):
 class ExternalDataConfig(Model):
     """Managed services (Cloud SQL, Memorystore, Qdrant Cloud); credentials come from secret config."""
 
-    qdrant_url: str = Field(pattern=r"^https?://[^\s]+$")
+    qdrant_url: HttpUrl
 
 
 class DataServicesConfig(Model):
@@ -426,7 +423,7 @@ class OctoLlmConfig(Model):
     host: Name
     network: Name | None = None
     autoscaling: AutoscalingConfig = AutoscalingConfig()  # Kubernetes only
-    image_registry: str = Field(pattern=r"^[a-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)*$")
+    image_registry: Registry
     image_tag: PinnedTag
     llm_endpoint: Name = Field(description="name of the inference node the arms call")
     orchestrator: ServicePlacement = ServicePlacement(port=3000, limits=Limits(cpus=4, memory_gb=4))
@@ -454,7 +451,7 @@ class MonitoringConfig(Model):
     grafana_port: Port = 3030
     loki_port: Port = 3100
     blackbox_port: Port = 9115
-    retention: str = Field(default="15d", pattern=r"^\d+[hdwy]$")
+    retention: str = Field(default="15d", pattern=r"^[0-9]+[hdwy]$")
     gpu_temperature_alert_c: int = Field(default=80, ge=40, le=100)
     inference_latency_alert_s: float = Field(default=10, gt=0)
     probe_model: ModelName | None = Field(
@@ -472,8 +469,8 @@ class LoadBalancerConfig(Model):
     port: Port = 80
     dashboard_port: Port | None = None
     metrics_port: Port = 8082
-    rule: str = "Host(`ollama.local`) || PathPrefix(`/api`)"
-    health_path: str = Field(default="/api/version", pattern=r"^/[^\s]*$")
+    rule: TraefikRule = "Host(`ollama.local`) || PathPrefix(`/api`)"
+    health_path: UrlPath = "/api/version"
     health_interval_s: int = Field(default=10, ge=1)
     health_timeout_s: int = Field(default=3, ge=1)
     basic_auth: bool = Field(default=False, description="require the users in secret config loadBalancerUsers")
@@ -483,7 +480,7 @@ class LoadBalancerConfig(Model):
 class OpenWebUiConfig(Model):
     host: Name
     network: Name
-    ipv4_address: str | None = None
+    ipv4_address: Ipv4Address | None = None
     port: Port = 3080
     data_store: Name | None = Field(default=None, description="store holding its data; appdata when absent")
     limits: Limits = Limits(cpus=2, memory_gb=2)
@@ -523,8 +520,8 @@ class HomelabAiConfig(Model):
 
     host: Name
     network: Name
-    registry: str = Field(pattern=r"^[a-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)*$")
-    registry_username: str | None = None
+    registry: Registry
+    registry_username: RegistryUser | None = None
     image_tag: PinnedTag
     router_port: Port = 8012
     manager_port: Port = 8015
@@ -534,10 +531,10 @@ class HomelabAiConfig(Model):
 
 
 class IngressConfig(Model):
-    class_name: str = "nginx"
-    issuer: str = Field(description="cert-manager ClusterIssuer that signs the TLS certificates")
-    hosts: dict[Literal["orchestrator", "grafana"], str]
-    controller_namespace: str = "ingress-nginx"
+    class_name: KubernetesSubdomain = "nginx"
+    issuer: KubernetesSubdomain = Field(description="cert-manager ClusterIssuer that signs the TLS certificates")
+    hosts: dict[Literal["orchestrator", "grafana"], str]  # checked below: DNS names
+    controller_namespace: KubernetesName = "ingress-nginx"
 
     @field_validator("hosts")
     @classmethod
@@ -550,16 +547,16 @@ class IngressConfig(Model):
 
 class KubernetesConfig(Model):
     namespace: KubernetesName = "octollm"
-    version: str = Field(default="1.31.0", pattern=r"^1\.\d+\.\d+$", description="for schema validation")
-    context: str | None = Field(default=None, description="kubeconfig context; the ambient one when absent")
+    version: str = Field(default="1.31.0", pattern=r"^1\.[0-9]+\.[0-9]+$", description="for schema validation")
+    context: KubeContext | None = Field(default=None, description="kubeconfig context; the ambient one when absent")
     accelerator: LabelValue = Field(default="nvidia-l4", description="cloud.google.com/gke-accelerator node label")
-    storage_class: KubernetesName = "standard-rwo"
+    storage_class: KubernetesSubdomain = "standard-rwo"
     data_size_gb: int = Field(default=20, ge=1)
     managed_dcgm: bool = Field(default=False, description="GKE's managed DCGM metrics instead of a DaemonSet")
     ingress: IngressConfig
     adopt_namespace: bool = Field(default=False, description=(
         "use the namespace if it already exists (created if not) and never delete it on destroy; when false the "
-        "program creates it, and the provider refuses a namespace that already exists (AlreadyExists)"))
+        "program creates it, and the preflight (doctor -s <stack>) refuses an existing one that is not this stack's"))
     model_pull_timeout_minutes: int | None = Field(default=None, description=(
         "how long `up` waits for the model-pull Job and for GPU workloads to become ready; absent: sized from "
         "the configured models (kubernetes_platform.default_model_pull_timeout_minutes)"))
@@ -616,7 +613,7 @@ class BackupConfig(Model):
                       Discriminator(lambda v: "Store" if isinstance(v, (dict, BackupStoreTarget)) else "Path")] = Field(
         description="an absolute directory on that host, or {store: <modelStores name>} of kind zfs, nfs or hostPath "
                     "(on Kubernetes: of kind pvc)")
-    schedule: str = Field(default="30 3 * * *", description=(
+    schedule: str = Field(default="30 3 * * *", description=(  # checked below: five cron fields or a macro
         "a five-field cron expression (minute hour day-of-month month day-of-week, host local time) or @hourly, "
         "@daily, @weekly, @monthly; on systemd hosts it becomes the timer's OnCalendar"))
     retention: BackupRetention = BackupRetention(daily=7, weekly=4)
@@ -768,10 +765,12 @@ class StackConfig(Model):
     workers: WorkerConfig | None = None
     homelab_ai: HomelabAiConfig | None = None
     backups: BackupConfig | None = None
-    images: dict[str, ImageRef] = {}
+    images: dict[str, ImageRef] = {}  # keys checked below against the catalogue
     model_catalog: dict[ModelName, ModelCatalogEntry] = Field(
         default={}, description="models the built-in catalogue does not know, with their size (sizeGb, vramGb)")
-    rotate: dict[Literal["postgres", "redis", "qdrant", "grafana", "workerRedis", "webuiSecretKey"], str] = Field(
+    # A keeper of the random providers: it only has to differ from the last value.
+    rotate: dict[Literal["postgres", "redis", "qdrant", "grafana", "workerRedis", "webuiSecretKey"],
+                 RotationMarker] = Field(
         default={}, description="change a value to regenerate that generated secret, e.g. postgres: 2026-11")
     # secrets: must be set with `pulumi config set --secret`
     postgres_password: SecretStr | None = None
