@@ -112,15 +112,35 @@ class DataServices(pulumi.ComponentResource):
         self.register_outputs({"urls": self.urls})
 
 
+# The container's shell turns REDISCLI_AUTH into a `requirepass` line that redis-server reads as its
+# config file from stdin (`-`). A here-document is written by the shell itself into a pipe, so the
+# password is in no process's argv: `--requirepass "$REDISCLI_AUTH"` would put it in redis-server's
+# /proc/<pid>/cmdline (readable by every user of the host) until Redis renames its process.
+# sed escapes it for the config syntax (a double-quoted string: backslash and double quote escaped,
+# line breaks as \n) and reads it from a here-document too. An empty value would switch the password
+# off (`requirepass ""`), so it stops the start instead. Arguments after the script are handed on
+# to redis-server (none in a container). `exec` keeps redis-server as PID 1, where SIGTERM reaches it.
+REDIS_START = r"""if [ -z "${REDISCLI_AUTH:-}" ]; then
+  echo 'redis: REDISCLI_AUTH is empty: refusing to start without a password' >&2; exit 1
+fi
+pw=$(sed -e ':a' -e '$!{N;ba' -e '}' -e 's/[\\"]/\\&/g' -e 's/\n/\\n/g' <<EOF
+$REDISCLI_AUTH
+EOF
+) || exit 1
+exec redis-server - --appendonly yes --appendfsync everysec "$@" <<EOF
+requirepass "$pw"
+EOF
+"""
+
+
 def redis_spec(name: str, image: str, r: RedisConfig, bind: str, data_path: str, owner: str,
                network: str, password: pulumi.Input[str], labels: dict[str, str]) -> ServiceSpec:
     """Redis 7 with AOF persistence and a password that never appears on a command line."""
     return ServiceSpec(
         name=name, image=image, cpus=r.limits.cpus, memory_gb=r.limits.memory_gb,
-        # The password reaches redis-server through the environment, never the command line
-        # (a plain input in the state); redis-cli reads REDISCLI_AUTH itself.
-        command=("sh", "-c", 'exec redis-server --appendonly yes --appendfsync everysec '
-                             '--requirepass "$REDISCLI_AUTH"'),
+        # The password is a secret env value, never part of the command (a plain input in the
+        # state); redis-cli, in the health check and the backups, reads REDISCLI_AUTH itself.
+        command=("sh", "-c", REDIS_START),
         secret_env={"REDISCLI_AUTH": password},
         ports=(PortSpec(6379, r.port, bind, name="redis"),) if r.port else (),
         mounts=(MountSpec("/data", data_path),),
