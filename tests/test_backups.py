@@ -600,7 +600,7 @@ def test_every_rendering_passes_shellcheck(tmp_path):
 
 
 def test_unit_and_cron_fields_cannot_carry_a_second_line():
-    for bad in ("x\nExecStartPre=/bin/evil", "50%", "", "tab\there"):
+    for bad in ("x\nExecStartPre=/bin/evil", "50%", "", "tab\there", "joins the next line\\"):
         with pytest.raises(ValueError, match="cannot be written into a unit file"):
             scripts.schedule_job("octollm-backup-s", bad, "*-*-* 03:30:00", "30 3 * * *", "/a/j.sh", "/a/j.log",
                                  install=True)

@@ -173,6 +173,8 @@ declare -A method=()
 pg_c="${P[pg_container]}"
 pg_user="${P[pg_user]}"
 pg_db="${P[pg_database]}"
+# The database name is also the dump's file name: a '/' or a leading '.' would put it elsewhere.
+[[ "$pg_db" =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]*$ ]] || die "postgres: the database name $pg_db is not used as a file name"
 # Runs a client in the container with the container's own POSTGRES_PASSWORD as PGPASSWORD, expanded there:
 # the image trusts its local socket, and this covers a pg_hba that asks for the password anyway.
 # shellcheck disable=SC2016
@@ -217,8 +219,10 @@ backup_redis() {
     late "$until_t" && die "$svc: $c does not answer PING"
     sleep 1
   done
-  # A save already running (an automatic one, or the child of an AOF rewrite) finishes first.
-  until rcli INFO persistence | grep -q '^rdb_bgsave_in_progress:0'; do
+  # A save already running (an automatic one, or the child of an AOF rewrite) finishes first. grep reads
+  # all of INFO (no -q): one that quit at the match could break the pipe while docker still writes, and
+  # under pipefail the loop would then wait out its deadline.
+  until rcli INFO persistence | grep '^rdb_bgsave_in_progress:0' >/dev/null; do
     late "$until_t" && die "$svc: a background save is still running after ${wait_s}s"
     sleep 1
   done
@@ -235,7 +239,7 @@ backup_redis() {
     late "$until_t" && die "$svc: BGSAVE did not finish within ${wait_s}s (LASTSAVE still $before)"
     sleep 1
   done
-  rcli INFO persistence | grep -q '^rdb_last_bgsave_status:ok' || die "$svc: the background save failed (rdb_last_bgsave_status)"
+  rcli INFO persistence | grep '^rdb_last_bgsave_status:ok' >/dev/null || die "$svc: the background save failed (rdb_last_bgsave_status)"
   dbfile="$(rcli CONFIG GET dbfilename | sed -n 2p | tr -d '\r')"
   aofdir="$(rcli CONFIG GET appenddirname | sed -n 2p | tr -d '\r')"
   [[ "$dbfile" =~ ^[A-Za-z0-9._-]+$ ]] || die "$svc: unexpected dbfilename $dbfile"

@@ -75,7 +75,8 @@ if [ "$id" = latest ]; then
 fi
 [[ "$id" =~ ^[0-9]{8}T[0-9]{6}Z$ ]] || die "$id is not a backup id (YYYYmmddTHHMMSSZ, or latest)"
 dir="$target/$id"
-ours | grep -qxF "$id" || die "$dir is not a backup of stack $stack made by the backup job"
+# grep reads the whole list (no -q): quitting at the match would break the pipe of a longer one (pipefail).
+ours | grep -xF "$id" >/dev/null || die "$dir is not a backup of stack $stack made by the backup job"
 
 # The backup's files, checked against the sums the backup wrote, before anything is touched.
 check() {
@@ -105,6 +106,8 @@ aside() {
 pg_c="${P[pg_container]}"
 pg_user="${P[pg_user]}"
 pg_db="${P[pg_database]}"
+# The database name is also the dump's file name: a '/' or a leading '.' would put it elsewhere.
+[[ "$pg_db" =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]*$ ]] || die "postgres: the database name $pg_db is not used as a file name"
 # As in backup.sh: clients run with the container's own POSTGRES_PASSWORD as PGPASSWORD, expanded there.
 # shellcheck disable=SC2016
 pg_env='PGPASSWORD="${POSTGRES_PASSWORD:-}" exec "$@"'

@@ -8,7 +8,10 @@ declare -A P=(
   [calendar]='*-*-* 03:30:00'  # systemd OnCalendar
   [cron]='30 3 * * *'  # the same times, as a cron expression
   [script_path]=/mnt/user/appdata/octollm/jobs/octollm-backup-unraid.sh
-  [log_path]=/mnt/user/appdata/octollm/jobs/octollm-backup-unraid.log  # cron only: the last run's output
+  [exec_start]='/bin/bash /mnt/user/appdata/octollm/jobs/octollm-backup-unraid.sh'  # the service's ExecStart=
+  # cron only: the crontab line, its command already quoted for the /bin/sh cron runs it with (the log
+  # holds the last run's output)
+  [cron_line]="30 3 * * * /bin/bash /mnt/user/appdata/octollm/jobs/octollm-backup-unraid.sh > /mnt/user/appdata/octollm/jobs/octollm-backup-unraid.log 2>&1"
   [install]=1  # install (or update) the job (empty: no)
   [remove]=''  # remove the job and its script; never what the job wrote (empty: no)
 )
@@ -42,6 +45,7 @@ fi
 #@if install
 calendar="${P[calendar]}"
 description="${P[description]}"
+exec_start="${P[exec_start]}"
 if [ "$mode" = systemd ] && [ "$(id -u)" != 0 ] &&
    [ "$(loginctl show-user "$(id -un)" -p Linger --value 2>/dev/null || true)" != yes ]; then
   echo "$(id -un) is not root, and a user timer runs only while that user is logged in unless lingering is on:" \
@@ -49,7 +53,7 @@ if [ "$mode" = systemd ] && [ "$(id -u)" != 0 ] &&
   exit 1
 fi
 if [ "$mode" = systemd ] && command -v systemd-analyze >/dev/null 2>&1; then
-  systemd-analyze calendar "$calendar" >/dev/null
+  systemd-analyze calendar -- "$calendar" >/dev/null
 fi
 mkdir -p -- "$(dirname -- "$script")"
 tmp="$(mktemp "$script.XXXXXX")"
@@ -61,7 +65,7 @@ case "$mode" in
   systemd)
     mkdir -p -- "$unit_dir"
     printf '%s\n' "[Unit]" "Description=$description" "Wants=docker.service" "After=docker.service" "" \
-      "[Service]" "Type=oneshot" "ExecStart=/bin/bash $script" "Nice=10" "IOSchedulingClass=idle" \
+      "[Service]" "Type=oneshot" "ExecStart=$exec_start" "Nice=10" "IOSchedulingClass=idle" \
       > "$unit_dir/$name.service"
     printf '%s\n' "[Unit]" "Description=$description (schedule)" "" \
       "[Timer]" "OnCalendar=$calendar" "Persistent=true" "" "[Install]" "WantedBy=timers.target" \
@@ -74,9 +78,8 @@ case "$mode" in
     mkdir -p -- "$(dirname -- "$cron_file")"
     # dcron's format: no user column (the jobs run as root); the log holds the last run's output.
     cron="${P[cron]}"
-    log="${P[log_path]}"
     printf '%s\n' "# $description: installed by pulumi up, removed by pulumi destroy" \
-      "$cron /bin/bash $script > $log 2>&1" > "$cron_file.tmp"
+      "${P[cron_line]}" > "$cron_file.tmp"
     mv -f -- "$cron_file.tmp" "$cron_file"
     "$root/usr/local/sbin/update_cron"
     echo "installed: cron entry $cron in $cron_file running $script"

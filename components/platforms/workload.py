@@ -7,10 +7,13 @@ imports a provider.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal, Mapping
 
 import pulumi
+
+from components.host_scripts import q
 
 
 @dataclass(frozen=True)
@@ -141,22 +144,31 @@ class Flow:
     ports: tuple[int, ...]
 
 
+# An HTTP path (and query) a health check requests: no '%' (printf reads it as a directive), no backslash,
+# quote, space or '$', so the path is the same string in an argv, a shell word, Python code and a probe.
+_HEALTH_PATH = re.compile(r"/[A-Za-z0-9._~/?=&+-]*")
+
+
 def http_health(port: int, path: str, tool: Literal["wget", "curl", "bash", "python"] = "wget",
                 **kw) -> HealthSpec:
     """A health check that works with the tool the image actually ships."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f"health check port {port!r} is not a TCP port (1-65535)")
+    if not _HEALTH_PATH.fullmatch(path):
+        raise ValueError(f"health check path {path!r} is not an HTTP path of letters, digits and ._~/?=&+- "
+                         "starting with '/'")
     url = f"http://127.0.0.1:{port}{path}"
     if tool == "wget":
         test = ("CMD", "wget", "-q", "-O", "/dev/null", url)
     elif tool == "curl":
         test = ("CMD", "curl", "-fsS", "-o", "/dev/null", url)
     elif tool == "python":
-        test = ("CMD", "python3", "-c", f"import urllib.request; urllib.request.urlopen('{url}', timeout=5)")
+        # repr: a Python string literal of the URL, whatever it holds
+        test = ("CMD", "python3", "-c", f"import urllib.request; urllib.request.urlopen({url!r}, timeout=5)")
     else:
-        # Images without curl or wget (ollama/ollama): bash's /dev/tcp speaks enough HTTP.
-        script = (
-            f"exec 3<>/dev/tcp/127.0.0.1/{port} && "
-            f"printf 'GET {path} HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && "
-            "head -n1 <&3 | grep -q ' 200 '"
-        )
+        # Images without curl or wget (ollama/ollama): bash's /dev/tcp speaks enough HTTP. The request is
+        # printf's format, one shell word through q; '%' is doubled so printf prints it as itself.
+        request = f"GET {path} HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n".replace("%", "%%")
+        script = f"exec 3<>/dev/tcp/127.0.0.1/{port} && printf {q(request)} >&3 && head -n1 <&3 | grep -q ' 200 '"
         test = ("CMD", "bash", "-c", script)
     return HealthSpec(test=test, http_path=path, port=port, **kw)
