@@ -3,16 +3,24 @@
 After `create`, a Terraform-bridged provider reads the resource back and keeps what the engine
 reports; the next `pulumi up` diffs the new inputs (with the schema's defaults filled in) against
 that state. `planned(type, inputs)` is the first, `stored(type, inputs)` the second; where they
-differ for any field, a second `up` would show a change (and for a ForceNew field, a replacement).
+differ for any field, a second `up` would show a change (and for a ForceNew field, a replacement:
+in this provider version `healthcheck`, `cpus`, `image` and most container fields are ForceNew,
+resource_docker_container.go).
 
-The rules cite kreuzwerker/terraform-provider-docker v4.5.0 (bridged by pulumi-docker 5.x),
-internal/provider/. They are implemented here independently of components/platforms/forms.py, so
-reverting a canonical form in the program makes the comparison fail.
+The rules cite kreuzwerker/terraform-provider-docker v4.6.0+ as built here (commit 96d331c98ff4,
+bridged by pulumi-docker 5.x), internal/provider/, and moby (docker/docker v28.5.2) daemon/ for what
+the engine keeps. They are implemented independently of components/platforms/forms.py, so reverting
+a canonical form in the program makes the comparison fail.
+
+The model is strict: every input key of a modelled type is either compared by a rule or listed in
+NOT_COMPARED with the upstream reason; any other key raises Unmodelled, naming the type and the key.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Callable
 
@@ -92,6 +100,100 @@ def nano_int64_to_decimal_string(nano: int) -> str:
     return text.rstrip("0")
 
 
+# ------------------------------------------------------------------ strictness
+
+
+class Unmodelled(AssertionError):
+    """An input with no read-back rule: the sweep cannot say whether a second `up` keeps it."""
+
+
+@dataclass(frozen=True)
+class Engine:
+    """What differs between Docker hosts and changes what the engine stores.
+
+    swap_limit: moby's sysinfo.SwapLimit (`docker info` .SwapLimit), cgroup swap accounting.
+    """
+
+    swap_limit: bool = True
+
+
+DEFAULT_ENGINE = Engine()
+
+# Inputs the provider's Read never writes back, so the state keeps the planned value and no form of
+# them can drift. Each entry: why, with the upstream place that says so.
+NOT_COMPARED: dict[str, dict[str, str]] = {
+    "docker:index/container:Container": {
+        "envs": "resourceDockerContainerRead (resource_docker_container_funcs.go) sets neither env nor "
+                "labels: 'they are taken over from the Docker image and aren't scalar'",
+        "labels": "resourceDockerContainerRead (resource_docker_container_funcs.go) does not read labels "
+                  "back either, for the same reason as env",
+        "networksAdvanced": "resourceDockerContainerRead (resource_docker_container_funcs.go) sets it from "
+                            "NetworkSettings.Networks only when the state's set is empty (terraform import)",
+        "destroyGraceSeconds": "used by resourceDockerContainerDelete only (resource_docker_container_funcs.go); "
+                               "Read never sets it "
+                               "('destroy_grace_seconds can't be imported')",
+        "wait": "used by resourceDockerContainerCreate only (resource_docker_container_funcs.go, waits for "
+                "healthy); Read never sets it",
+        "waitTimeout": "used by resourceDockerContainerCreate only (resource_docker_container_funcs.go); "
+                       "Read never sets it",
+    },
+    "docker:index/network:Network": {},
+    "docker:index/volume:Volume": {},
+    "docker:index/remoteImage:RemoteImage": {
+        "keepLocally": "used by resourceDockerImageDelete only; resourceDockerImageRead "
+                       "(resource_docker_image_funcs.go) sets image_id and repo_digest alone",
+    },
+}
+
+# Keys the rules compare; a set names the keys allowed inside a nested block (a dict or a list of them).
+_ALL = None
+MODELLED: dict[str, dict[str, set[str] | None]] = {
+    "docker:index/container:Container": {
+        "name": _ALL, "image": _ALL, "cpus": _ALL, "memory": _ALL, "memorySwap": _ALL, "shmSize": _ALL,
+        "healthcheck": {"tests", "interval", "timeout", "startPeriod", "startInterval", "retries"},
+        "ports": {"internal", "external", "ip", "protocol"},
+        "mounts": {"target", "source", "type", "readOnly"},
+        "devices": {"hostPath", "containerPath", "permissions"},
+        "deviceRequests": {"driver", "count", "deviceIds", "capabilities"},
+        "user": _ALL, "restart": _ALL, "pidMode": _ALL, "logDriver": _ALL, "logOpts": _ALL,
+        "stopSignal": _ALL, "stopTimeout": _ALL, "privileged": _ALL, "readOnly": _ALL, "command": _ALL,
+        "entrypoints": _ALL, "tmpfs": _ALL,
+    },
+    "docker:index/network:Network": {
+        "name": _ALL, "driver": _ALL, "internal": _ALL, "attachable": _ALL, "ingress": _ALL, "ipv6": _ALL,
+        "ipamDriver": _ALL, "ipamOptions": _ALL, "options": _ALL, "labels": {"label", "value"},
+        "ipamConfigs": {"subnet", "ipRange", "gateway", "auxAddress"},
+    },
+    "docker:index/volume:Volume": {"name": _ALL, "driver": _ALL, "driverOpts": _ALL, "labels": {"label", "value"}},
+    "docker:index/remoteImage:RemoteImage": {"name": _ALL},
+}
+
+
+def unmodelled_keys(type_: str, inputs: dict) -> list[str]:
+    """Input keys (nested as `block.key`) that neither a rule nor NOT_COMPARED accounts for."""
+    known, skipped = MODELLED[type_], NOT_COMPARED[type_]
+    out = []
+    for key, value in inputs.items():
+        if key in skipped:
+            continue
+        if key not in known:
+            out.append(key)
+            continue
+        inner = known[key]
+        if inner is None or value is None:
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            out += [f"{key}.{k}" for k in (item if isinstance(item, dict) else {}) if k not in inner]
+    return sorted(set(out))
+
+
+def require_modelled(type_: str, inputs: dict) -> None:
+    missing = unmodelled_keys(type_, inputs)
+    if missing:
+        raise Unmodelled(f"{type_} {inputs.get('name', '?')!r}: no read-back rule for input(s) {missing}; "
+                         "model them from the provider's Read or list them in readback.NOT_COMPARED with the reason")
+
+
 # ------------------------------------------------------------------ docker_container
 
 
@@ -101,14 +203,15 @@ def _num(v: Any) -> Any:
 
 
 def _container_planned(i: dict) -> dict:
-    """Inputs as the provider's Check leaves them: schema defaults of resource_docker_container.go."""
-    out: dict = {}
+    """Inputs as the provider's Check leaves them: schema defaults of resource_docker_container.go.
+
+    Optional+Computed fields left unset take whatever Read stores, so they are compared only when set.
+    """
+    out: dict = {"image": i["image"]}
     if "cpus" in i:
         out["cpus"] = i["cpus"]
-    if "memory" in i:
-        out["memory"] = _num(i["memory"])
-    # memory_swap (Optional, not Computed): when unset the engine still stores MemorySwap = 2 x Memory
-    # (moby daemon: a memory limit without a swap limit allows as much swap again), and Read sets it.
+    # memory, memory_swap: Optional, neither Computed nor defaulted; unset they plan as 0.
+    out["memory"] = _num(i.get("memory", 0))
     out["memorySwap"] = _num(i.get("memorySwap", 0))
     if "shmSize" in i:
         out["shmSize"] = _num(i["shmSize"])
@@ -136,34 +239,35 @@ def _container_planned(i: dict) -> dict:
         out["deviceRequests"] = [{"driver": r.get("driver", "cdi"), "count": _num(r.get("count", 0)),
                                   "deviceIds": sorted(r.get("deviceIds") or []),
                                   "capabilities": sorted(r.get("capabilities") or [])} for r in i["deviceRequests"]]
-    for key in ("user", "restart", "pidMode", "logDriver", "stopSignal", "name"):
+    out["restart"] = i.get("restart", "no")  # Default "no"
+    for key in ("user", "pidMode", "logDriver", "stopSignal", "name"):
         if key in i:
             out[key] = i[key]
-    for key in ("stopTimeout",):
-        if key in i:
-            out[key] = _num(i[key])
+    if "stopTimeout" in i:
+        out["stopTimeout"] = _num(i["stopTimeout"])
     for key in ("privileged", "readOnly"):
         out[key] = bool(i.get(key, False))
     for key in ("command", "entrypoints"):
         if key in i:
             out[key] = list(i[key])
+    # log_opts, tmpfs: Optional maps, not Computed: unset plans as empty.
     for key in ("logOpts", "tmpfs"):
-        if key in i:
-            out[key] = dict(i[key])
+        out[key] = dict(i.get(key) or {})
     return out
 
 
 def container_engine_request(i: dict) -> dict:
     """What resourceDockerContainerCreate sends to the Engine API for the fields read back."""
     p = _container_planned(i)
-    req: dict = {"Config": {}, "HostConfig": {}}
+    req: dict = {"Config": {"Image": p["image"]}, "HostConfig": {}}
     c, hc = req["Config"], req["HostConfig"]
     if "cpus" in p:
         hc["NanoCpus"] = docker_parse_cpus(p["cpus"])
-    if "memory" in p:
+    if p["memory"]:
         hc["Memory"] = p["memory"] * 1024 * 1024
-    if p.get("memorySwap"):
-        hc["MemorySwap"] = p["memorySwap"] * 1024 * 1024
+    if p["memorySwap"]:
+        # d.GetOk("memory_swap"): only a positive value is scaled to bytes; -1 goes as is.
+        hc["MemorySwap"] = p["memorySwap"] * 1024 * 1024 if p["memorySwap"] > 0 else p["memorySwap"]
     if "shmSize" in p:
         hc["ShmSize"] = p["shmSize"] * 1024 * 1024
     if "healthcheck" in p:
@@ -189,12 +293,11 @@ def container_engine_request(i: dict) -> dict:
                                  "Capabilities": [r["capabilities"]]} for r in p["deviceRequests"]]
     if "user" in p:
         c["User"] = p["user"]
-    if "restart" in p:
-        hc["RestartPolicy"] = {"Name": p["restart"]}
+    hc["RestartPolicy"] = {"Name": p["restart"]}
     if "pidMode" in p:
         hc["PidMode"] = p["pidMode"]
-    if "logDriver" in p or "logOpts" in p:
-        hc["LogConfig"] = {"Type": p.get("logDriver", "json-file"), "Config": p.get("logOpts", {})}
+    if "logDriver" in p or p["logOpts"]:
+        hc["LogConfig"] = {"Type": p.get("logDriver", "json-file"), "Config": p["logOpts"]}
     if "stopSignal" in p:
         c["StopSignal"] = p["stopSignal"]
     if "stopTimeout" in p:
@@ -205,7 +308,7 @@ def container_engine_request(i: dict) -> dict:
         c["Cmd"] = p["command"]
     if "entrypoints" in p:
         c["Entrypoint"] = p["entrypoints"]
-    if "tmpfs" in p:
+    if p["tmpfs"]:
         hc["Tmpfs"] = p["tmpfs"]
     return req
 
@@ -213,12 +316,13 @@ def container_engine_request(i: dict) -> dict:
 def container_state_from_inspect(inspect: dict, planned: dict) -> dict:
     """resourceDockerContainerRead (resource_docker_container_funcs.go) for the fields the program sets.
 
-    `planned` decides, as the provider's `d.GetOk` does, which optional blocks are read back at all.
-    env and labels are never read back ("taken over from the Docker image", per the source), nor are
-    networks_advanced (only on import), wait, wait_timeout or destroy_grace_seconds (state only).
+    `planned` decides, as the provider's `d.GetOk` does, which optional blocks are read back at all
+    (ports, devices, device_requests, pid_mode, log_opts), and which form of `image` is kept.
     """
     c, hc = inspect.get("Config") or {}, inspect.get("HostConfig") or {}
     out: dict = {}
+    # "If it begins with sha256: then we need to use {{ .Image }} value. If not, we can use Config.Image"
+    out["image"] = inspect.get("Image", "") if planned["image"].startswith("sha256:") else c.get("Image", "")
     if hc.get("NanoCpus", 0) > 0:  # HostConfig.NanoCPUs, `json:"NanoCpus"`
         out["cpus"] = nano_int64_to_decimal_string(hc["NanoCpus"])
     out["memory"] = hc.get("Memory", 0) // 1024 // 1024
@@ -264,8 +368,8 @@ def container_state_from_inspect(inspect: dict, planned: dict) -> dict:
     if "pidMode" in planned:
         out["pidMode"] = hc.get("PidMode", "")
     out["logDriver"] = (hc.get("LogConfig") or {}).get("Type", "")
-    if "logOpts" in planned:
-        out["logOpts"] = dict((hc.get("LogConfig") or {}).get("Config") or {})
+    # containerLogOptsForState: the engine's map only where the configuration has log_opts.
+    out["logOpts"] = dict((hc.get("LogConfig") or {}).get("Config") or {}) if planned["logOpts"] else {}
     out["stopSignal"] = c.get("StopSignal", "")
     out["stopTimeout"] = c.get("StopTimeout")
     out["privileged"] = bool(hc.get("Privileged"))
@@ -277,70 +381,214 @@ def container_state_from_inspect(inspect: dict, planned: dict) -> dict:
     return out
 
 
-def engine_inspect_model(request: dict, name: str, image_config: dict | None = None) -> dict:
-    """What the engine answers to inspect for a created request: it keeps every field it was given.
+def image_id_of(ref: str) -> str:
+    """A stand-in for an image's ID as the engine reports it: "sha256:" and 64 hex digits. Only its
+    form matters to the model; the real-engine test uses a real one."""
+    import hashlib
 
-    Optional+Computed fields left unset come from the image (Cmd, Entrypoint, StopSignal, User), so
-    the stored value is whatever the image says and never differs from an input that is not set.
-    The real-engine test checks this model against a real dockerd.
+    return "sha256:" + hashlib.sha256(ref.encode()).hexdigest()
+
+
+def engine_inspect_model(request: dict, name: str, image_config: dict | None = None,
+                         engine: Engine = DEFAULT_ENGINE) -> dict:
+    """What the engine answers to inspect for a created request (moby daemon/create.go containerCreate).
+
+    Config.Image keeps the reference as sent; .Image is the ID it resolved to (a full
+    "sha256:<64 hex>"; a short ID prefix resolves to the full one). Optional+Computed fields left
+    unset come from the image (Cmd, Entrypoint, StopSignal, User). HostConfig is kept as sent except
+    where the daemon adjusts it, in this order: verifyPlatformContainerResources (daemon_unix.go)
+    sets MemorySwap to -1 when the host has no swap accounting and the request asks for anything but
+    -1; adaptContainerSettings then sets an unset (0) MemorySwap to 2 x Memory and an unset ShmSize
+    to 64 MiB; an empty restart policy becomes "no". The real-engine test checks this against dockerd.
     """
     img = image_config or {}
     c = {**{k: img[k] for k in ("Cmd", "Entrypoint", "StopSignal", "User") if k in img}, **request["Config"]}
+    ref = c.get("Image", "")
+    if re.fullmatch(r"sha256:[0-9a-f]{64}", ref):
+        resolved = ref
+    elif ref.startswith("sha256:"):
+        resolved = image_id_of("prefix " + ref)  # the full ID of the image the prefix names
+    else:
+        resolved = image_id_of(ref)
     hc = dict(request["HostConfig"])
-    if hc.get("Memory") and not hc.get("MemorySwap"):
-        hc["MemorySwap"] = 2 * hc["Memory"]  # the engine's default swap allowance
-    return {"Name": "/" + name, "Config": c, "HostConfig": hc,
+    if hc.get("Memory", 0) > 0 and hc.get("MemorySwap", 0) != -1 and not engine.swap_limit:
+        hc["MemorySwap"] = -1  # "Memory limited without swap."
+    if hc.get("Memory", 0) > 0 and hc.get("MemorySwap", 0) == 0:
+        hc["MemorySwap"] = 2 * hc["Memory"]  # "By default, MemorySwap is set to twice the size of Memory."
+    if not hc.get("ShmSize"):
+        hc["ShmSize"] = 64 * 1024 * 1024  # config.DefaultShmSize
+    hc["RestartPolicy"] = {"Name": (hc.get("RestartPolicy") or {}).get("Name") or "no"}
+    return {"Name": "/" + name, "Image": resolved, "Config": c, "HostConfig": hc,
             "NetworkSettings": {"Ports": request["HostConfig"].get("PortBindings", {})}}
 
 
-def _container_stored(i: dict) -> dict:
+def _container_stored(i: dict, engine: Engine = DEFAULT_ENGINE) -> dict:
     planned = _container_planned(i)
-    inspect = engine_inspect_model(container_engine_request(i), i.get("name", ""))
+    inspect = engine_inspect_model(container_engine_request(i), i.get("name", ""), engine=engine)
     return container_state_from_inspect(inspect, planned)
 
 
-# ------------------------------------------------------------------ docker_network, docker_volume, docker_image
+# ------------------------------------------------------------------ docker_network
 
 
 def _labels(v) -> list:
     return sorted(({"label": x["label"], "value": x["value"]} for x in v or []), key=lambda x: x["label"])
 
 
+def _ipam_rows(configs) -> list:
+    # ipam_config is a set of subnet/ip_range/gateway/aux_address; an empty string is no value.
+    return sorted(({k: (dict(v) if isinstance(v, dict) else v) for k, v in c.items() if v} for c in configs or []),
+                  key=lambda c: (c.get("subnet", ""), c.get("gateway", "")))
+
+
 def _network_planned(i: dict) -> dict:
-    # "ipam_driver": Default "default"; ipam_config a set of subnet/ip_range/gateway/aux_address.
-    return {"name": i["name"], "driver": i.get("driver", "bridge"), "internal": bool(i.get("internal", False)),
-            "ipamDriver": i.get("ipamDriver", "default"), "labels": _labels(i.get("labels")),
-            "ipamConfigs": sorted(({k: (dict(v) if isinstance(v, dict) else v) for k, v in c.items() if v}
-                                   for c in i.get("ipamConfigs") or []), key=lambda c: c.get("subnet", ""))}
+    """resource_docker_network.go: attachable, ingress, ipv6 Optional (false unset); ipam_driver
+    Default "default"; ipam_options Optional (empty unset); driver, internal, options, ipam_config
+    Optional+Computed (compared only when set)."""
+    out = {"name": i["name"], "labels": _labels(i.get("labels")), "attachable": bool(i.get("attachable", False)),
+           "ingress": bool(i.get("ingress", False)), "ipv6": bool(i.get("ipv6", False)),
+           "ipamDriver": i.get("ipamDriver", "default"), "ipamOptions": dict(i.get("ipamOptions") or {})}
+    for key in ("driver", "internal"):
+        if key in i:
+            out[key] = i[key]
+    if "options" in i:
+        out["options"] = dict(i["options"] or {})
+    if "ipamConfigs" in i:
+        out["ipamConfigs"] = _ipam_rows(i["ipamConfigs"])
+    return out
 
 
-def _network_stored(i: dict) -> dict:
-    """resourceDockerNetworkReadRefreshFunc + flattenIpamConfigSpec (resource_docker_network_*.go):
-    the engine keeps the IPAM subnet, gateway and aux addresses as created; empty ones are dropped."""
+def network_engine_request(i: dict) -> dict:
+    """resourceDockerNetworkCreate: network.CreateOptions from the fields d.GetOk finds set, and the
+    IPAM block only when ipam_driver, ipam_config or ipam_options is (ipam_driver always is: a Default).
+    ipamConfigSetToIpamConfigs sends every field, empty strings included."""
     p = _network_planned(i)
-    ipam = [{"Subnet": c.get("subnet", ""), "Gateway": c.get("gateway", ""), "IPRange": c.get("ipRange", ""),
-             "AuxAddress": c.get("auxAddress") or {}} for c in p["ipamConfigs"]]
-    flat = [{k: v for k, v in (("subnet", c["Subnet"]), ("ipRange", c["IPRange"]), ("gateway", c["Gateway"]),
-                               ("auxAddress", dict(c["AuxAddress"]))) if v} for c in ipam]
-    return {**p, "ipamConfigs": sorted(flat, key=lambda c: c.get("subnet", ""))}
+    body: dict = {"Name": p["name"]}
+    if p["labels"]:
+        body["Labels"] = {x["label"]: x["value"] for x in p["labels"]}
+    if p.get("driver"):
+        body["Driver"] = p["driver"]
+    if p.get("options"):
+        body["Options"] = p["options"]
+    for key, api in (("internal", "Internal"), ("attachable", "Attachable"), ("ingress", "Ingress")):
+        if p.get(key):
+            body[api] = True
+    if p["ipv6"]:
+        body["EnableIPv6"] = True
+    ipam: dict = {"Driver": p["ipamDriver"]}
+    if p.get("ipamConfigs"):
+        # network.IPAMConfig's JSON: Subnet, IPRange, Gateway (omitempty), AuxiliaryAddresses.
+        ipam["Config"] = [{k: v for k, v in (("Subnet", c.get("subnet", "")), ("IPRange", c.get("ipRange", "")),
+                                               ("Gateway", c.get("gateway", ""))) if v}
+                          | ({"AuxiliaryAddresses": c["auxAddress"]} if c.get("auxAddress") else {})
+                          for c in p["ipamConfigs"]]
+    if p["ipamOptions"]:
+        ipam["Options"] = p["ipamOptions"]
+    body["IPAM"] = ipam
+    return body
+
+
+def network_engine_inspect_model(body: dict) -> dict:
+    """What NetworkInspect returns for a local bridge network created from `body` (moby libnetwork):
+    name, driver ("bridge" when none is sent), labels, internal/attachable/ingress and options as sent;
+    IPAM driver as sent ("default" when none), each IPAM config's subnet, range, gateway and auxiliary
+    addresses as the strings sent. A subnet with host bits set is refused at create, so no stored
+    subnet differs from the sent one; the real-engine test holds this against dockerd."""
+    ipam = body.get("IPAM") or {}
+    for c in ipam.get("Config") or []:
+        net = ipaddress.ip_network(c["Subnet"], strict=False)
+        if str(net) != c["Subnet"]:
+            raise ValueError(f"invalid subnet {c['Subnet']}: it should be {net}")
+    return {"Name": body["Name"], "Driver": body.get("Driver") or "bridge", "Scope": "local",
+            "EnableIPv6": bool(body.get("EnableIPv6")), "Internal": bool(body.get("Internal")),
+            "Attachable": bool(body.get("Attachable")), "Ingress": bool(body.get("Ingress")),
+            "IPAM": {"Driver": ipam.get("Driver") or "default", "Options": ipam.get("Options"),
+                     "Config": [dict(c) for c in ipam.get("Config") or []]},
+            "Options": dict(body.get("Options") or {}), "Labels": dict(body.get("Labels") or {})}
+
+
+def network_state_from_inspect(n: dict) -> dict:
+    """resourceDockerNetworkReadRefreshFunc (resource_docker_network_funcs.go) with flattenIpamConfigSpec
+    (resource_docker_network_structures.go): empty subnet/ip_range/gateway/aux_address are dropped."""
+    rows = [{k: v for k, v in (("subnet", c.get("Subnet", "")), ("ipRange", c.get("IPRange", "")),
+                               ("gateway", c.get("Gateway", "")),
+                               ("auxAddress", dict(c.get("AuxiliaryAddresses") or {}))) if v}
+            for c in (n.get("IPAM") or {}).get("Config") or []]
+    return {"name": n["Name"], "labels": _labels({"label": k, "value": v} for k, v in (n.get("Labels") or {}).items()),
+            "driver": n["Driver"], "internal": n["Internal"], "attachable": n["Attachable"], "ingress": n["Ingress"],
+            "ipv6": n["EnableIPv6"], "ipamDriver": n["IPAM"]["Driver"], "ipamOptions": dict(n["IPAM"].get("Options") or {}),
+            "options": dict(n.get("Options") or {}), "ipamConfigs": _ipam_rows(rows)}
+
+
+def _network_stored(i: dict, engine: Engine = DEFAULT_ENGINE) -> dict:
+    return network_state_from_inspect(network_engine_inspect_model(network_engine_request(i)))
+
+
+# ------------------------------------------------------------------ docker_volume
 
 
 def _volume_planned(i: dict) -> dict:
-    return {"name": i["name"], "driver": i.get("driver", "local"), "driverOpts": dict(i.get("driverOpts") or {}),
-            "labels": _labels(i.get("labels"))}
+    """resource_docker_volume.go: name and driver Optional+Computed; driver_opts, labels Optional."""
+    out = {"driverOpts": dict(i.get("driverOpts") or {}), "labels": _labels(i.get("labels"))}
+    for key in ("name", "driver"):
+        if key in i:
+            out[key] = i[key]
+    return out
 
 
-def _volume_stored(i: dict) -> dict:
-    """resource_docker_volume.go read: name, labels, driver, and driver_opts from volume.Options, as created."""
-    return _volume_planned(i)
+def volume_engine_request(i: dict) -> dict:
+    """resourceDockerVolumeCreate: volume.CreateOptions from the fields d.GetOk finds set."""
+    p = _volume_planned(i)
+    body: dict = {}
+    if p.get("name"):
+        body["Name"] = p["name"]
+    if p["labels"]:
+        body["Labels"] = {x["label"]: x["value"] for x in p["labels"]}
+    if p.get("driver"):
+        body["Driver"] = p["driver"]
+    if p["driverOpts"]:
+        body["DriverOpts"] = p["driverOpts"]
+    return body
+
+
+_LOCAL_OPTS = {"type", "o", "device", "size"}  # volume/local/local_unix.go validOpts
+
+
+def volume_engine_inspect_model(body: dict) -> dict:
+    """What VolumeInspect returns (moby volume/service): Options is the map given at create, kept by
+    the store (volumeWrapper.Options), not what the local driver parsed from it; nothing is mounted
+    until a container uses the volume, so an NFS volume is created without reaching its server."""
+    driver = body.get("Driver") or "local"
+    opts = dict(body.get("DriverOpts") or {})
+    if driver == "local":
+        bad = set(opts) - _LOCAL_OPTS
+        if bad:
+            raise ValueError(f"invalid option: {sorted(bad)[0]!r}")
+    name = body["Name"]
+    return {"Name": name, "Driver": driver, "Labels": dict(body.get("Labels") or {}) or None, "Options": opts or None,
+            "Mountpoint": f"/var/lib/docker/volumes/{name}/_data", "Scope": "local"}
+
+
+def volume_state_from_inspect(v: dict) -> dict:
+    """resourceDockerVolumeRead (resource_docker_volume.go): name, labels, driver, driver_opts = Options."""
+    return {"name": v["Name"], "driver": v["Driver"], "driverOpts": dict(v.get("Options") or {}),
+            "labels": _labels({"label": k, "value": x} for k, x in (v.get("Labels") or {}).items())}
+
+
+def _volume_stored(i: dict, engine: Engine = DEFAULT_ENGINE) -> dict:
+    return volume_state_from_inspect(volume_engine_inspect_model(volume_engine_request(i)))
+
+
+# ------------------------------------------------------------------ docker_image
 
 
 def _image_planned(i: dict) -> dict:
-    return {"name": i["name"], "keepLocally": bool(i.get("keepLocally", False))}
+    return {"name": i["name"]}
 
 
-def _image_stored(i: dict) -> dict:
-    """resourceDockerImageRead sets only image_id and repo_digest (outputs); `name` stays as given."""
+def _image_stored(i: dict, engine: Engine = DEFAULT_ENGINE) -> dict:
+    """resourceDockerImageRead (resource_docker_image_funcs.go) sets only image_id (the engine's
+    ImageList ID, "sha256:<64 hex>") and repo_digest, both outputs; `name` stays as given."""
     return _image_planned(i)
 
 
@@ -349,7 +597,7 @@ def _image_stored(i: dict) -> dict:
 # type token -> (planned, stored). Resources of other types are not read back by their providers:
 # pulumi-command's Command and pulumi-random's RandomPassword keep their inputs as state, and a
 # provider resource's inputs are its configuration.
-RULES: dict[str, tuple[Callable[[dict], dict], Callable[[dict], dict]]] = {
+RULES: dict[str, tuple[Callable[[dict], dict], Callable[..., dict]]] = {
     CONTAINER: (_container_planned, _container_stored),
     NETWORK: (_network_planned, _network_stored),
     VOLUME: (_volume_planned, _volume_stored),
@@ -359,8 +607,10 @@ NOT_READ_BACK = ("command:remote:Command", "command:local:Command", "random:inde
                  "pulumi:providers:", "octollm:index:")
 
 
-def diff(type_: str, inputs: dict) -> dict[str, tuple[Any, Any]]:
-    """Fields whose stored value differs from the planned input: what a second `up` would change."""
+def diff(type_: str, inputs: dict, engine: Engine = DEFAULT_ENGINE) -> dict[str, tuple[Any, Any]]:
+    """Fields whose stored value differs from the planned input: what a second `up` would change.
+    Raises Unmodelled for an input no rule accounts for."""
+    require_modelled(type_, inputs)
     planned_fn, stored_fn = RULES[type_]
-    planned, stored = planned_fn(inputs), stored_fn(inputs)
+    planned, stored = planned_fn(inputs), stored_fn(inputs, engine)
     return {k: (planned[k], stored.get(k)) for k in planned if planned[k] != stored.get(k)}

@@ -376,7 +376,7 @@ def _field(spec: tuple, value: Any, path: str) -> Any:
         if not value:
             return _DROP
         if detail == "quantity":
-            return {k: canonical_quantity(v) for k, v in value.items()}
+            return {k: canonical_quantity(v if isinstance(v, str) else f"{v}") for k, v in value.items()}
         return dict(value)
     if kind == "list":
         if not value:
