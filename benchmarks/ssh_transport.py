@@ -1,15 +1,17 @@
 """Docker API calls over SSH against a loopback sshd with its default limits, per concurrency level.
 
-    python benchmarks/ssh_transport.py                       # levels 1 4 8 16 36 64, 3 rounds each
-    python benchmarks/ssh_transport.py --levels 8 38 --rounds 5 --json
+    python benchmarks/ssh_transport.py                       # levels 1 4 8 16 <burst> 64, 3 rounds each
+    python benchmarks/ssh_transport.py --levels 8 41 --rounds 5 --json
 
 It starts its own sshd on 127.0.0.1 (a generated host key, key-only auth, no MaxStartups or
 MaxSessions lines, so OpenSSH's defaults 10:30:100 and 10 apply) and needs a Docker engine on
 the default socket. Each call is what the docker provider does per Engine API connection:
 `ssh <the program's options> -T -l user -p port -- 127.0.0.1 docker system dial-stdio` carrying
-`GET /_ping`. For each level, max(2 x level, 36) calls run with `level` in flight at once (all of
-the first `level` start together, like the operations released by a host's preflight), `rounds`
-times, and the table shows:
+`GET /_ping`. <burst> is the number of SSH operations the unraid stack makes ready at once after its
+preflight, counted from the program under the mock engine (unraid_burst(), which the burst test in
+tests/test_ssh_transport.py uses too). For each level, max(2 x level, <burst>) calls run with `level`
+in flight at once (all of the first `level` start together, like the operations released by a host's
+preflight), `rounds` times, and the table shows:
 
   mode      shared: the program's options (ControlMaster=auto, ControlPath, ControlPersist);
             each round starts with no master, as after the preflight.
@@ -53,7 +55,28 @@ PING = b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n"
 CONTAINERS = b"GET /containers/json HTTP/1.0\r\nHost: docker\r\n\r\n"
 # pulumi-command 1.2.1 dials through pulumi's retry.Until with its defaults: 100 ms, x1.5, <= 5 s.
 RETRY_DELAY_S, RETRY_BACKOFF, RETRY_MAX_DELAY_S = 0.1, 1.5, 5.0
-MIN_CALLS = 36  # the unraid stack's SSH operations that become ready together after its preflight
+REMOTE_CMD = "command:remote:Command"
+
+
+def unraid_burst(home: str | None = None) -> tuple[int, int]:
+    """(Docker API calls, remote commands) the unraid stack makes ready at once: its SSH operations whose
+    only dependencies are its hosts' preflights, all released when those pass. Counted from the program
+    under the mock engine, so the figure follows the stack; `home` holds the identity files the stack
+    file names (stand-ins are made when it is None)."""
+    from tooling.mock_engine import run_stack, stand_in_ssh_home
+
+    with tempfile.TemporaryDirectory(prefix="ssh-bench-home-") as tmp:
+        r = run_stack("unraid", home=home or stand_in_ssh_home(Path(tmp)))
+    if r.error is not None:
+        raise RuntimeError(f"the unraid stack does not run under the mock engine: {r.error}")
+    gate = {x.urn for x in r.registrations if x.name.endswith("-preflight")}
+    ready = [x for x in r.registrations if x.dependencies and set(x.dependencies) <= gate]
+    docker_calls = sum(x.type.startswith("docker:") for x in ready)
+    commands = sum(x.type == REMOTE_CMD for x in ready)
+    if docker_calls + commands != len(ready):
+        raise RuntimeError(f"operations released by the preflight that are neither Docker nor remote commands: "
+                           f"{sorted(x.type for x in ready if not x.type.startswith(('docker:', REMOTE_CMD)))}")
+    return docker_calls, commands
 
 
 def host_config(sshd: Sshd, host_key: str | None = None, name: str = "box") -> HostConfig:
@@ -187,13 +210,14 @@ class Row:
         return self.ok / self.seconds if self.seconds else 0.0
 
 
-def calls_per_round(level: int) -> int:
+def calls_per_round(level: int, min_calls: int) -> int:
     # Enough calls that each worker makes at least two: the first wave starts with no master
     # (as after the preflight), the later ones show what sharing it buys.
-    return max(2 * level, MIN_CALLS)
+    return max(2 * level, min_calls)
 
 
-def measure(sshd: Sshd, levels: list[int], rounds: int, dial_limit: int, modes: list[str]) -> list[Row]:
+def measure(sshd: Sshd, levels: list[int], rounds: int, dial_limit: int, modes: list[str],
+            min_calls: int) -> list[Row]:
     host = host_config(sshd)
     rows = []
     for mode in modes:
@@ -201,7 +225,7 @@ def measure(sshd: Sshd, levels: list[int], rounds: int, dial_limit: int, modes: 
             row = Row(mode, level)
             for _ in range(rounds):
                 stop_master("box", host)
-                argvs = [dial_argv("box", host, share=mode == "shared")] * calls_per_round(level)
+                argvs = [dial_argv("box", host, share=mode == "shared")] * calls_per_round(level, min_calls)
                 results, wall = burst(argvs, level, dial_limit=dial_limit if mode == "direct+retry" else None)
                 row.calls += len(results)
                 row.ok += sum(r.ok for r in results)
@@ -230,7 +254,7 @@ def markdown(rows: list[Row], rounds: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--levels", type=int, nargs="+", default=[1, 4, PARALLEL, 16, 36, 64])
+    ap.add_argument("--levels", type=int, nargs="+", help="default: 1 4 PARALLEL 16 <unraid burst> 64")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--modes", nargs="+", default=["shared", "direct", "direct+retry"],
                     choices=["shared", "direct", "direct+retry"])
@@ -238,13 +262,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="retries in direct+retry mode (the program's dial_error_limit; the provider default is 10)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
+    min_calls = sum(unraid_burst())
+    levels = a.levels or sorted({1, 4, PARALLEL, 16, min_calls, 64})
+    print(f"unraid burst after the preflight: {min_calls} SSH operations", file=sys.stderr)
     if subprocess.run(["docker", "version"], capture_output=True).returncode != 0:
         print("no Docker engine answers on the default socket", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="ssh-bench-") as tmp:
         sshd = start_sshd(Path(tmp))
         try:
-            rows = measure(sshd, a.levels, a.rounds, a.dial_limit, a.modes)
+            rows = measure(sshd, levels, a.rounds, a.dial_limit, a.modes, min_calls)
         finally:
             sshd.stop()
     if a.json:

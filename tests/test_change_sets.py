@@ -171,3 +171,35 @@ def test_changing_nfs_options_replaces_the_volume_and_only_its_readers(run, home
     assert set(deletes[:-1]) == set(readers) and deletes[-1] == "server84-volume-ollama-models-nfs-ro"
     assert creates[0] == "server84-volume-ollama-models-nfs-ro" and set(creates[1:]) == set(readers)
     assert len(creates) == 4
+
+
+def test_changing_the_internal_flag_replaces_the_network_with_its_containers(run, homelab):
+    from replace_plan import plan
+
+    b = variant(run, "homelab", lambda c: c["hosts"]["zfs-ai"]["networks"]["worker-data"].update({"internal": False}))
+    assert b.by_name("zfs-ai-net-worker-data").inputs["internal"] is False
+    steps = plan(homelab, b)
+    assert [(s.op, s.name) for s in steps] == [
+        ("update", "zfs-ai-preflight"),
+        ("delete-replaced", "workers-redis"), ("delete-replaced", "zfs-ai-net-worker-data"),
+        ("create-replacement", "zfs-ai-net-worker-data"), ("create-replacement", "workers-redis")]
+
+
+def test_a_network_replacement_is_checked_for_foreign_endpoints_before_anything_is_removed(run, homelab):
+    """ai-network keeps 172.20.0.12 for continue-dev, a client outside the stack: the engine would refuse to
+    remove the network while it is attached. The host's preflight, re-run because the settings it compares
+    changed, refuses the update first (test_preflight_checks), and every step of the replacement waits on it."""
+    from replace_plan import plan
+
+    b = variant(run, "homelab", lambda c: c["hosts"]["zfs-ai"]["networks"]["ai-network"].update({"gateway": "172.20.0.254"}))
+    steps = plan(homelab, b)
+    replaced = set(_ops(steps, "create-replacement"))
+    assert replaced == {"zfs-ai-net-ai-network", "llm-server-llm-server", "portainer-portainer",
+                        "open-webui-open-webui", "ollama-ai-ollama-ai"}
+    assert _ops(steps, "update") == ["zfs-ai-preflight"] and steps[0].op == "update"
+    gate = b.by_name("zfs-ai-preflight")
+    check = "replaced_network ai-network 172.20.0.0/24 {} false continue-dev=172.20.0.12\n"
+    assert check.format("172.20.0.254") in gate.inputs["create"]
+    assert check.format("172.20.0.1") in homelab.by_name("zfs-ai-preflight").inputs["create"]
+    # the engine registers, and so deletes, nothing of the replacement before the preflight has passed
+    assert all(gate.urn in b.by_name(n).dependencies for n in replaced)

@@ -5,6 +5,8 @@ The preflight is rendered from a PreflightSpec (components.config.inventory.pref
 from a stack config) and run by bash against stub `docker`, `nvidia-smi`, `ss`, `sshd` and `id`, with a
 PATH that holds those stubs and a few real tools only, so nothing of the machine running the tests
 (its Docker engine, GPUs, listening ports or sshd) reaches a result.
+The one exception, at the end, holds the network check's `docker network inspect` template to a real
+engine (the loopback dockerd of the real-host tests).
 """
 
 from __future__ import annotations
@@ -22,12 +24,15 @@ from components.config.inventory import preflight_spec
 from components.config.schema import (DataServicesConfig, GpuConfig, GpuRequest, HostConfig, InferenceConfig, Limits,
                                       ModelStoreConfig, MonitoringConfig, SshConfig, StackConfig)
 from components.platforms.docker_host import PARALLEL
+from test_real_host import busybox_image, dockerd  # noqa: F401 - fixtures
+from test_real_host import docker as real_docker
 
 TOOLS = ("bash", "sh", "sort", "head", "dirname", "stat", "id", "df", "du", "awk", "grep", "xargs", "cat", "tr",
          "cut", "sed", "wc", "ls", "env")
 
 DOCKER = r'''#!/usr/bin/env bash
-# A Docker CLI whose answers come from files under $STUB: version, down, swap, networks, ps, gpu-fails.
+# A Docker CLI whose answers come from files under $STUB: version, down, swap, networks, ps, gpu-fails;
+# net-<name> (`network inspect -- <name>`: absent, no such network) and label-<container>.
 echo "$*" >> "$STUB/docker.log"
 case "$1" in
   version)
@@ -37,8 +42,17 @@ case "$1" in
   network)
     case "$2" in
       ls) [ -s "$STUB/networks" ] && awk '{print "net" NR}' "$STUB/networks" ;;
-      inspect) cat "$STUB/networks" ;;
+      inspect)
+        if [ "$5" = -- ]; then
+          [ -e "$STUB/net-$6" ] || { echo "Error response from daemon: network $6 not found" >&2; exit 1; }
+          cat "$STUB/net-$6"
+        else
+          cat "$STUB/networks"
+        fi ;;
     esac ;;
+  container)
+    [ "$2" = inspect ] && [ -e "$STUB/label-$6" ] || { echo "Error: No such container: $6" >&2; exit 1; }
+    cat "$STUB/label-$6" ;;
   ps) cat "$STUB/ps" 2>/dev/null ;;
   run)
     if [ -e "$STUB/gpu-fails" ]; then
@@ -259,8 +273,14 @@ def test_every_published_port_of_the_host_is_checked(tmp_path):
 
 
 def test_configured_networks_are_checked(tmp_path):
-    cfg = stack(tmp_path, networks={"ai": {"subnet": "172.28.0.0/24", "gateway": "172.28.0.1"}})
-    assert preflight_spec(cfg, "box", "test").networks == (("ai", "172.28.0.0/24"),)
+    cfg = stack(tmp_path, networks={"ai": {"subnet": "172.28.0.0/24", "gateway": "172.28.0.1"},
+                                    "data": {"subnet": "172.29.0.0/24", "gateway": "172.29.0.1", "internal": True,
+                                             "reserved": {"zz": "172.29.0.9", "client": "172.29.0.12"}}})
+    s = preflight_spec(cfg, "box", "test")
+    assert s.networks == (("ai", "172.28.0.0/24"), ("data", "172.29.0.0/24"))
+    assert s.network_settings == (("ai", "172.28.0.0/24", "172.28.0.1", False, ()),
+                                  ("data", "172.29.0.0/24", "172.29.0.1", True,
+                                   (("client", "172.29.0.12"), ("zz", "172.29.0.9"))))
 
 
 # ====================================================================== each check of the script
@@ -283,9 +303,18 @@ def test_an_old_engine_fails(host):
     ok(host.run(spec(min_docker="20.10")))
 
 
-def test_an_engine_without_swap_accounting_warns(host):
+def test_an_engine_without_swap_accounting_fails_unless_the_config_says_so(tmp_path, host):
+    """Such an engine keeps memorySwap -1 whatever it is sent: memorySwap = memory would drift on every
+    `up`, so the preflight names the key that makes the program send -1 instead."""
     host.set("swap", "false\n")
-    warned(host.run(spec()), "no swap limit support")
+    failed(host.run(spec()), "no swap limit support")
+    failed(host.run(spec()), "set hosts.box.swapLimit: false")
+    declared = preflight_spec(stack(tmp_path, swap_limit=False), "box", "test")
+    assert declared.swap_limit is False and preflight_spec(stack(tmp_path), "box", "test").swap_limit is True
+    ok(host.run(spec(swap_limit=False)))
+    host.set("swap", "true\n")
+    ok(host.run(spec()))
+    warned(host.run(spec(swap_limit=False)), "hosts.box.swapLimit is false but the Docker engine has swap limit")
 
 
 @pytest.mark.parametrize("existing,fragment", [
@@ -306,6 +335,59 @@ def test_without_wanted_networks_none_are_listed(host):
     host.set("networks", "octollm||172.28.0.0/24 \n")
     ok(host.run(spec()))
     assert not [c for c in host.docker_calls() if c.startswith("network")]
+
+
+# A network of this stack the update replaces (every setting is ForceNew): `docker network inspect`
+# prints label|subnets|gateways|internal|reserved|attached containers, as the preflight's template asks.
+AI = ("ai-network", "172.20.0.0/24", "172.20.0.1", False, (("continue-dev", "172.20.0.12"),))
+AI_NOW = "pulumi/test|172.20.0.0/24 |172.20.0.1 |false|continue-dev=172.20.0.12 |{attached}\n"
+
+
+def attached(host, *containers: tuple[str, str]) -> None:
+    """The live ai-network as the config has it, with these (name, managed-by label) containers on it."""
+    host.set("net-ai-network", AI_NOW.format(attached="".join(f"{c} " for c, _ in containers)))
+    for c, label in containers:
+        host.set(f"label-{c}", label + "\n")
+
+
+@pytest.mark.parametrize("change,what", [
+    (dict(subnet="172.21.0.0/24", gateway="172.21.0.1"),
+     "subnet 172.20.0.0/24 -> 172.21.0.0/24, gateway 172.20.0.1 -> 172.21.0.1"),
+    (dict(gateway="172.20.0.254"), "gateway 172.20.0.1 -> 172.20.0.254"),
+    (dict(internal=True), "internal false -> true"),
+    (dict(reserved=()), "reserved addresses continue-dev=172.20.0.12 -> none"),
+])
+def test_replacing_a_network_a_foreign_container_is_attached_to_is_refused(host, change, what):
+    attached(host, ("octollm-ollama", "pulumi/test"), ("continue-dev", ""), ("vllm-qwen", "llm-manager"))
+    net = dict(zip(("name", "subnet", "gateway", "internal", "reserved"), AI)) | change
+    r = host.run(spec(network_settings=(tuple(net.values()),)))
+    failed(r, f"Docker network ai-network is replaced by this update ({what}), but container(s) continue-dev "
+              "vllm-qwen outside this stack are attached to it, and the engine refuses to remove a network "
+              "with active endpoints. Disconnect them first (a container llm-manager started can be stopped "
+              "instead), and connect them again after the update:\n"
+              "      docker network disconnect ai-network continue-dev\n"
+              "      docker network disconnect ai-network vllm-qwen\n")
+    assert "octollm-ollama" not in r.stderr  # this stack's own containers are replaced with the network
+
+
+def test_replacing_a_network_only_this_stack_s_containers_are_attached_to_passes(host):
+    attached(host, ("octollm-ollama", "pulumi/test"), ("octollm-grafana", "pulumi/test"))
+    ok(host.run(spec(network_settings=(AI[:1] + ("172.21.0.0/24", "172.21.0.1") + AI[3:],))))
+    assert "container inspect --format {{index .Config.Labels \"org.octollm.managed-by\"}} -- octollm-ollama" \
+        in host.docker_calls()  # it did look
+
+
+def test_an_unchanged_network_may_have_foreign_containers_attached(host):
+    attached(host, ("continue-dev", ""), ("vllm-qwen", "llm-manager"))
+    ok(host.run(spec(network_settings=(AI,))))
+    assert not [c for c in host.docker_calls() if c.startswith("container ")]  # nothing to replace, nothing to ask
+
+
+def test_a_network_not_there_yet_or_of_another_stack_is_not_replaced(host):
+    ok(host.run(spec(network_settings=(AI[:1] + ("172.21.0.0/24",) + AI[2:],))))  # absent: only created
+    attached(host, ("continue-dev", ""))
+    host.set("net-ai-network", host.stub.joinpath("net-ai-network").read_text().replace("pulumi/test", "pulumi/prod"))
+    ok(host.run(spec(network_settings=(AI[:1] + ("172.21.0.0/24",) + AI[2:],))))
 
 
 def test_a_missing_anchor_fails(host, tmp_path):
@@ -453,3 +535,36 @@ def test_the_preflight_reads_but_never_changes_the_host(host, tmp_path):
                       networks=(("ai", "172.28.0.0/24"),), ssh_parallel=PARALLEL, **GPU_SPEC))
     ok(r)
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if "stub" not in p.parts) == before
+
+
+# ====================================================================== the network check on a real engine
+# The stub above answers in the format the preflight's Go template asks for; this holds that template
+# to what a real engine prints (field names, the map of reserved addresses, the attached containers).
+
+
+def test_the_replaced_network_check_reads_a_real_engine(dockerd, busybox_image, tmp_path):  # noqa: F811
+    net, label = "octollm-pf-replace", "org.octollm.managed-by=pulumi/test"
+    real = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "LC_ALL": "C"}
+
+    def run(**change):
+        settings = dict(name=net, subnet="172.31.243.0/24", gateway="172.31.243.1", internal=False,
+                        reserved=(("continue-dev", "172.31.243.12"),)) | change
+        return subprocess.run(["bash", "-c", scripts.preflight(spec(network_settings=(tuple(settings.values()),)))],
+                              capture_output=True, text=True, env=real, timeout=120)
+
+    try:
+        real_docker("network", "create", "--subnet", "172.31.243.0/24", "--gateway", "172.31.243.1",
+                    "--aux-address", "continue-dev=172.31.243.12", "--label", label, net)
+        for name, labels in (("octollm-pf-ours", ["--label", label]), ("octollm-pf-foreign", [])):
+            real_docker("run", "-d", "--name", name, *labels, "--network", net, busybox_image,
+                        "/bin/busybox", "sleep", "600")
+        ok(run())  # unchanged: a foreign container on it is no concern
+        r = run(internal=True, reserved=())
+        failed(r, f"Docker network {net} is replaced by this update (internal false -> true, reserved addresses "
+                  "continue-dev=172.31.243.12 -> none), but container(s) octollm-pf-foreign outside this stack")
+        assert f"docker network disconnect {net} octollm-pf-foreign" in r.stderr and "octollm-pf-ours" not in r.stderr
+        real_docker("network", "disconnect", net, "octollm-pf-foreign")  # what the message says to do
+        ok(run(internal=True, reserved=()))
+    finally:
+        real_docker("rm", "-f", "octollm-pf-ours", "octollm-pf-foreign", check=False)
+        real_docker("network", "rm", net, check=False)

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks.ssh_transport import (CONTAINERS, PING, api_call, burst, control, dial_argv, host_config,
-                                      start_sshd, stop_master)
+from benchmarks.ssh_transport import (CONTAINERS, PING, REMOTE_CMD, api_call, burst, control, dial_argv, host_config,
+                                      start_sshd, stop_master, unraid_burst)
 from components.platforms import docker_host
 from tooling import doctor
 from components.config.schema import load_stack_config
@@ -31,9 +31,6 @@ from components.config.inventory import preflight_spec
 from components.host_scripts import PreflightSpec, preflight
 from harness import ROOT, stack_config
 from test_real_host import dockerd, unavailable  # noqa: F401 - fixtures
-
-REMOTE_CMD = "command:remote:Command"
-
 
 # ---------------------------------------------------------------- offline
 
@@ -150,11 +147,17 @@ def test_preflight_spec_carries_the_cap_for_ssh_hosts_only():
         assert preflight_spec(cfg, host, stack).ssh_parallel == want
 
 
+# The preflight asks the engine first; a stub answers as a healthy one would, so these runs neither
+# need nor meet whatever Docker engine the machine has (a real one or none).
+DOCKER_STUB = 'case "$1" in version) echo 27.5.1 ;; info) echo true ;; esac'
+
+
 def _sshd_section(tmp_path: Path, config: str | None, sshd_stub: str = "exit 1") -> subprocess.CompletedProcess:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    (bin_dir / "sshd").write_text(f"#!/bin/sh\n{sshd_stub}\n")
-    (bin_dir / "sshd").chmod(0o755)
+    for name, body in (("sshd", sshd_stub), ("docker", DOCKER_STUB)):
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
     conf = tmp_path / "sshd_config"
     if config is not None:
         conf.write_text(config)
@@ -183,7 +186,7 @@ def test_preflight_takes_sshd_t_and_falls_back_to_defaults_or_unknown(tmp_path):
     assert "warning" not in r.stdout  # the defaults are enough for the cap
     (tmp_path / "sshd_config").unlink()
     r = _sshd_section(tmp_path, None)
-    assert "sshd: MaxStartups unknown, MaxSessions unknown" in r.stdout and r.returncode == 0
+    assert "sshd: MaxStartups unknown, MaxSessions unknown" in r.stdout and r.returncode == 0, r.stderr
 
 
 # ---------------------------------------------------------------- loopback sshd, default limits
@@ -213,15 +216,10 @@ def _register(sshd_and_hosts, name="box", host_key=None):
 
 @pytest.fixture(scope="module")
 def burst_size(ssh_home):
-    """SSH operations the unraid stack makes ready at once: those that wait on the preflight only."""
-    from harness import run_stack
-    r = run_stack("unraid", home=ssh_home)
-    assert r.error is None
-    gate = {x.urn for x in r.registrations if x.name.endswith("-preflight")}
-    ready = [x for x in r.registrations if x.dependencies and set(x.dependencies) <= gate]
-    docker_calls = sum(x.type.startswith("docker:") for x in ready)
-    commands = sum(x.type == REMOTE_CMD for x in ready)
-    assert docker_calls + commands == len(ready) >= 30, len(ready)
+    """SSH operations the unraid stack makes ready at once: those that wait on the preflight only (the
+    benchmark's burst too)."""
+    docker_calls, commands = unraid_burst(ssh_home)
+    assert docker_calls >= 20 and commands >= 10, (docker_calls, commands)
     return docker_calls, commands
 
 
@@ -256,7 +254,9 @@ def test_the_same_burst_without_sharing_or_cap_loses_calls(sshd, burst_size):
     n = sum(burst_size)
     argvs = [dial_argv("box", host, share=False)] * n
     lost = []
-    for _ in range(3):  # ~20 % of 36 calls are lost per round; three clean rounds would be a surprise
+    # About 30 % of ~40 unshared dials at once are lost per round (benchmarks/ssh_transport.py, one
+    # connection per call); three clean rounds would be a surprise.
+    for _ in range(3):
         results, _ = burst(argvs)
         lost = [r.error for r in results if not r.ok]
         if lost:
