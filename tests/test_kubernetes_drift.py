@@ -7,7 +7,10 @@
 - a changed Secret or ConfigMap rolls the pods that read it, through a keyed checksum;
 - a rotated PostgreSQL password reaches the existing database (postStart hook, proven against a real
   PostgreSQL below);
-- a namespace that exists is refused by default, and adopted, never deleted, on request.
+- a namespace the program creates carries the stack's marks the preflight looks for
+  (tests/test_preflight_kubernetes.py refuses one without them), is adopted on request, and is never
+  deleted by `destroy`: deleting it would delete every data claim in it;
+- a rotated PostgreSQL password never reaches the server log, here nor on Docker.
 """
 
 from __future__ import annotations
@@ -218,14 +221,19 @@ def test_the_pull_job_and_gpu_workloads_wait_for_a_model_download(gke):
     gpu = {r.inputs["metadata"]["name"] for r in gke.registrations if r.type in WORKLOADS
            and "nvidia.com/gpu" in pod(r)["containers"][0]["resources"]["limits"]}
     assert gpu == {"ollama"}
-    assert timed == gpu | {"ollama-pull-models"}
-    assert gke.by_name("ollama-ollama").inputs["metadata"]["annotations"][kp.TIMEOUT_ANNOTATION] == expected
+    # the DCGM exporter claims no GPU, but its pods wait for a GPU node and its driver just the same
+    on_gpu_nodes = {r.inputs["metadata"]["name"] for r in gke.of_type("kubernetes:apps/v1:DaemonSet")
+                    if pod(r).get("nodeSelector", {}).get(kp.GKE_ACCELERATOR)}
+    assert on_gpu_nodes == {"gpu-exporter"}
+    assert timed == gpu | on_gpu_nodes | {"ollama-pull-models"}
+    for name in ("ollama-ollama", "monitoring-gke-gpu-exporter"):
+        assert gke.by_name(name).inputs["metadata"]["annotations"][kp.TIMEOUT_ANNOTATION] == expected, name
 
 
 def test_the_pull_timeout_is_configurable(run):
     r = run("gke", config=gke_config(modelPullTimeoutMinutes=90), secrets=SECRETS)
     assert r.error is None, r.error
-    for name in ("ollama-pull-models", "ollama-ollama"):
+    for name in ("ollama-pull-models", "ollama-ollama", "monitoring-gke-gpu-exporter"):
         assert r.by_name(name).inputs["metadata"]["annotations"][kp.TIMEOUT_ANNOTATION] == "5400"
 
 
@@ -492,14 +500,16 @@ def test_the_hook_fails_when_the_server_never_answers(real_postgres):
 
 # ====================================================================== 5. an existing namespace
 
-def test_the_namespace_is_created_and_an_existing_one_refused_by_default(gke):
+def test_the_namespace_is_created_with_the_stacks_marks_and_kept_on_destroy(gke):
     [ns] = gke.of_type("kubernetes:core/v1:Namespace")
-    assert ns.inputs["metadata"]["name"] == "octollm" and not ns.retain_on_delete
+    assert ns.inputs["metadata"]["name"] == "octollm"
+    # what tooling/preflight_kubernetes.py takes for this stack's own namespace
+    assert ns.inputs["metadata"]["labels"] == {
+        "app.kubernetes.io/part-of": "octollm", "app.kubernetes.io/managed-by": "pulumi", kp.STACK_LABEL: "gke",
+        "kubernetes.io/metadata.name": "octollm"}
+    # destroy deletes every object in it one by one, and leaves the namespace with the data claims
+    assert ns.retain_on_delete and not ns.protect
     assert not gke.of_type("kubernetes:core/v1:NamespacePatch")
-    # the provider creates client-side and so refuses an existing namespace (AlreadyExists) unless
-    # upsertExistingObjects is set, which this program never does
-    prov = gke.by_name("gke-kubernetes")
-    assert prov.inputs.get("upsertExistingObjects") in (None, False, "false")
     for r in k8s_objects(gke):
         if r is not ns:  # nothing is created before the namespace is there
             assert ns.urn in r.dependencies, r.name
@@ -511,6 +521,8 @@ def test_an_adopted_namespace_is_patched_and_never_deleted(run):
     assert not r.of_type("kubernetes:core/v1:Namespace")
     [patch] = r.of_type("kubernetes:core/v1:NamespacePatch")
     assert patch.inputs["metadata"]["name"] == "octollm" and patch.retain_on_delete
+    # no stack mark on a namespace it did not create: it would outlive the stack and claim it
+    assert kp.STACK_LABEL not in patch.inputs["metadata"]["labels"]
     assert "pulumi.com/patchForce" not in patch.inputs["metadata"].get("annotations", {})
     # everything in it waits for it, as it waits for a created namespace
     workloads = [x for x in r.registrations if x.type in WORKLOADS]

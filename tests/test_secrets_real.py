@@ -35,7 +35,9 @@ def postgres():
     except BaseException:
         shutil.rmtree(base, ignore_errors=True)
         raise
-    subprocess.run(pg.psql("-q", "-c", f"CREATE ROLE octollm LOGIN PASSWORD '{OLD}'"), check=True, capture_output=True)
+    # a superuser, as POSTGRES_USER is in the official image (the step turns statement logging off)
+    subprocess.run(pg.psql("-q", "-c", f"CREATE ROLE octollm LOGIN SUPERUSER PASSWORD '{OLD}'"), check=True,
+                   capture_output=True)
     subprocess.run(pg.psql("-q", "-c", "CREATE DATABASE octollm OWNER octollm"), check=True, capture_output=True)
     try:
         yield pg.sock, pg.port

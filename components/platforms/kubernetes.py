@@ -39,16 +39,38 @@ K8S_UID = 10001
 # pulumi-kubernetes reads this annotation as the await timeout of create, update and delete when the
 # resource has no customTimeouts (provider/pkg/metadata/overrides.go TimeoutDuration, used by
 # provider/pkg/await/await.go Creation/Update/Deletion for every kind, Job, Deployment and
-# StatefulSet included); without either, every awaiter gives up after 10 minutes
-# (DefaultJobTimeoutMins, DefaultDeploymentTimeoutMins, DefaultStatefulSetTimeoutMins).
+# StatefulSet included, DaemonSet in provider/pkg/await/daemonset.go); without either, every awaiter gives
+# up after 10 minutes (DefaultJobTimeoutMins, DefaultDeploymentTimeoutMins, DefaultStatefulSetTimeoutMins,
+# _defaultDaemonSetTimeout).
 TIMEOUT_ANNOTATION = "pulumi.com/timeoutSeconds"
+# The marks of a namespace this program created for a stack (KubernetesPlatform; read by
+# the Kubernetes preflight, `doctor -s <stack>`, which refuses a namespace without them unless it is to be adopted).
+MANAGED_BY = "app.kubernetes.io/managed-by"
+STACK_LABEL = "octollm.io/stack"
 # Hashes of what a pod reads from its Secret and its ConfigMap: a change rolls the pods.
 ENV_CHECKSUM = "octollm.io/env-checksum"
 FILES_CHECKSUM = "octollm.io/files-checksum"
 
 
 def labels_for(service: str) -> dict[str, str]:
-    return {NAME_LABEL: service, "app.kubernetes.io/part-of": "octollm", "app.kubernetes.io/managed-by": "pulumi"}
+    return {NAME_LABEL: service, "app.kubernetes.io/part-of": "octollm", MANAGED_BY: "pulumi"}
+
+
+_LABEL_VALUE = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)")
+
+
+def stack_label(stack: str) -> str:
+    """The STACK_LABEL value of a stack. A Pulumi stack name may be up to 100 characters and start or end
+    with `_`, `-` or `.`, which a label value may not: such a name is stood for by a digest of it."""
+    if _LABEL_VALUE.fullmatch(stack):
+        return stack
+    return "stack-" + hashlib.sha256(stack.encode()).hexdigest()[:24]
+
+
+def owned_namespace_labels(namespace: str, stack: str) -> dict[str, str]:
+    """The labels of a namespace the program creates for `stack`: what makes it recognisably ours."""
+    return {"app.kubernetes.io/part-of": "octollm", MANAGED_BY: "pulumi", STACK_LABEL: stack_label(stack),
+            "kubernetes.io/metadata.name": namespace}
 
 
 def _key(name: str) -> str:
@@ -134,7 +156,8 @@ def postgres_password_on_start(wait_seconds: int = 600) -> str:
     environment but not the database. The hook runs in every new container, hence after every rotation
     (the Secret's checksum on the pod template restarts the pod). It connects over the local socket,
     which the image's initdb leaves on `trust`, as POSTGRES_USER; psql reads the password from the
-    environment (psql 15's getenv meta-command), so it is on no command line. Statement logging is off for the
+    environment (psql 15's getenv meta-command), so it is on no command line. Every setting that could log
+    the statement text (statement, duration and sampled logging, the statement of an error) is off for the
     session, so the server log never holds it either. Retries until the server answers, across the
     image's temporary init-time server; the container is not Running until the hook returns.
     """
@@ -143,6 +166,9 @@ def postgres_password_on_start(wait_seconds: int = 600) -> str:
         f"deadline=$(( $(date +%s) + {int(wait_seconds)} ))",
         "until psql -X -v ON_ERROR_STOP=1 -q -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\" >/dev/null 2>&1 <<'SQL'",
         "SET log_statement = 'none';",
+        "SET log_min_duration_statement = -1;",
+        "SET log_min_duration_sample = -1;",
+        "SET log_transaction_sample_rate = 0;",
         "SET log_min_error_statement = 'panic';",
         "\\getenv pw POSTGRES_PASSWORD",
         "ALTER ROLE CURRENT_USER PASSWORD :'pw';",
@@ -219,27 +245,32 @@ class KubernetesPlatform(pulumi.ComponentResource):
         self.networks: dict = {}
         self.gate: list[pulumi.Resource] = []
         self.namespace_name = args.kube.namespace
-        metadata = {"name": self.namespace_name, "labels": {"app.kubernetes.io/part-of": "octollm",
-                                                             "kubernetes.io/metadata.name": self.namespace_name}}
         if args.kube.adopt_namespace:
             # A namespace someone else made (or will keep). A Patch resource is applied with server-side
             # apply, which creates the namespace when it is missing and otherwise only adds these labels;
             # deleting a Patch resource relinquishes its fields and never deletes the object
             # (provider/pkg/await/await.go Deletion: ssa.Relinquish), and retain_on_delete keeps even the
             # labels on destroy. Fields another manager set to other values are a conflict, reported
-            # with that manager's name, not overwritten (no pulumi.com/patchForce).
+            # with that manager's name, not overwritten (no pulumi.com/patchForce). No STACK_LABEL: it would
+            # outlive the stack and claim that the stack created a namespace it only uses.
+            metadata = {"name": self.namespace_name, "labels": {"app.kubernetes.io/part-of": "octollm",
+                                                                 "kubernetes.io/metadata.name": self.namespace_name}}
             self.namespace = k8s.core.v1.NamespacePatch(
                 f"{name}-namespace", metadata=metadata,
                 opts=pulumi.ResourceOptions(parent=self, provider=args.provider, retain_on_delete=True))
         else:
-            # Since pulumi-kubernetes 4.29 a create is a client-side create, not a server-side apply
-            # upsert, unless the provider sets upsertExistingObjects (this program never does): a
-            # namespace that already exists is refused with AlreadyExists and the provider's advice
-            # (provider/pkg/await/await.go Creation), before anything is created in it. The way out
-            # for a namespace that must stay is kubernetes.adoptNamespace: true.
+            # The provider this project builds (tools/engine/build.sh) creates with a server-side apply
+            # patch, an upsert: a namespace that already exists would be taken over without a word
+            # (provider/pkg/await/await.go Creation) and become the stack's own. So the preflight
+            # (the Kubernetes preflight, run by `doctor -s <stack>`) refuses an existing namespace
+            # that lacks this stack's labels unless kubernetes.adoptNamespace is true.
+            # retain_on_delete: deleting a namespace deletes everything in it, the StatefulSets' volume
+            # claims and the retained model claim included. `destroy` removes every object the program
+            # made and leaves the namespace with the data claims; `kubectl delete namespace` removes those.
+            metadata = {"name": self.namespace_name, "labels": owned_namespace_labels(self.namespace_name, args.stack)}
             self.namespace = k8s.core.v1.Namespace(
                 f"{name}-namespace", metadata=metadata,
-                opts=pulumi.ResourceOptions(parent=self, provider=args.provider))
+                opts=pulumi.ResourceOptions(parent=self, provider=args.provider, retain_on_delete=True))
         self.gate = [self.namespace]
         # Keys the checksums on pod templates (HMAC-SHA256): without it a checksum of a Secret is a
         # fast offline guessing oracle for its password, readable by anyone who may read Deployments.
@@ -621,8 +652,10 @@ class KubernetesPlatform(pulumi.ComponentResource):
         if gpu_nodes:
             pod["nodeSelector"] = {GKE_ACCELERATOR: self.kube.accelerator}
             pod["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
+        # On the GPU nodes a pod waits for a node scaled up from zero and its driver install, as the GPU
+        # workloads do: the same await timeout.
         ds = k8s.apps.v1.DaemonSet(
-            name, metadata=self.meta(svc),
+            name, metadata=self.meta(svc, annotations=self.pull_timeout() if gpu_nodes else None),
             spec={"selector": {"matchLabels": {NAME_LABEL: svc}}, "template": self._template(svc, pod, checksums)},
             opts=self.child_opts(parent, depends_on=made, renamed_from=(f"{self.name}-{svc}", name)))
         if spec.ports:
