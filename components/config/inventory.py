@@ -69,6 +69,8 @@ def preflight_spec(cfg: StackConfig, host_name: str, stack: str):
         stack_label=MANAGED_BY.format(stack=stack),
         min_docker=host.min_docker_version,
         networks=tuple(sorted((n, c.subnet) for n, c in host.networks.items())),
+        network_settings=tuple(sorted((n, c.subnet, c.gateway, c.internal, tuple(sorted(c.reserved.items())))
+                                      for n, c in host.networks.items())),
         anchors=tuple(sorted(anchors)),
         dirs=tuple(sorted(dirs)),
         disk=tuple(sorted((p, _gb_to_kib(gb)) for p, gb in disk.items() if gb > 0)),
@@ -80,4 +82,5 @@ def preflight_spec(cfg: StackConfig, host_name: str, stack: str):
         ports=tuple(sorted({p.port for pl in places for p in pl.ports})),
         # sshd's limits matter where the providers reach the host over SSH (pulumi --parallel).
         ssh_parallel=PARALLEL if host.kind == "ssh" else 0,
+        swap_limit=host.swap_limit,
     )

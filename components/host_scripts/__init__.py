@@ -35,6 +35,7 @@ inline in Python, so moving the text into the `.sh` files changed no registered 
 
 from __future__ import annotations
 
+import posixpath
 import re
 import shlex
 from dataclasses import dataclass
@@ -247,6 +248,9 @@ class PreflightSpec:
     stack_label: str  # value of org.octollm.managed-by on this stack's containers and networks
     min_docker: str
     networks: tuple[tuple[str, str], ...] = ()  # (name, subnet)
+    # (name, subnet, gateway, internal, reserved (who, address) pairs) each network is created with:
+    # an existing network of this stack that differs is replaced by this update
+    network_settings: tuple[tuple[str, str, str, bool, tuple[tuple[str, str], ...]], ...] = ()
     anchors: tuple[str, ...] = ()  # directories that must already exist (pool/array mount points)
     dirs: tuple[tuple[str, str], ...] = ()  # (path, uid:gid) the stack creates or reuses
     disk: tuple[tuple[str, int], ...] = ()  # (store path, KiB the configured models need)
@@ -258,6 +262,7 @@ class PreflightSpec:
     ports: tuple[int, ...] = ()
     # SSH operations the stack runs against this host at once (pulumi --parallel); 0: not over SSH
     ssh_parallel: int = 0
+    swap_limit: bool = True  # the config says the engine has swap accounting (hosts.<h>.swapLimit)
 
 
 # OpenSSH's defaults, which apply when sshd_config sets neither (written into preflight.sh; a test
@@ -272,7 +277,9 @@ def preflight(spec: PreflightSpec) -> str:
     engines need anyway. The sshd limits are checked when `spec.ssh_parallel` is set: `sshd -T`
     prints the effective values but needs root (it loads the host keys); otherwise the config file
     is read the way sshd reads it (first value wins, Include files in place, Match blocks skipped,
-    OpenSSH's defaults when unset). Only reads.
+    OpenSSH's defaults when unset). A network of this stack that `spec.network_settings` would
+    change is replaced by the update, which the engine refuses while a container outside the stack
+    is attached: the preflight names those containers and the commands that detach them. Only reads.
     """
     return _render(
         "preflight",
@@ -280,6 +287,8 @@ def preflight(spec: PreflightSpec) -> str:
         stack_label=spec.stack_label,
         min_docker=spec.min_docker,
         wanted=[f"{n}={s}" for n, s in spec.networks],
+        nets=[(n, s, g, "true" if internal else "false", " ".join(f"{who}={ip}" for who, ip in sorted(reserved)))
+              for n, s, g, internal, reserved in spec.network_settings],
         paths=bool(spec.anchors or spec.dirs),
         anchors=list(spec.anchors),
         dirs=list(spec.dirs),
@@ -291,6 +300,7 @@ def preflight(spec: PreflightSpec) -> str:
         gpu_image=spec.gpu_image or "",
         ports=[int(p) for p in spec.ports],
         ssh_parallel=int(spec.ssh_parallel),
+        swap_limit=int(bool(spec.swap_limit)),
     )
 
 
@@ -425,11 +435,62 @@ def backup_list(spec: BackupSpec) -> str:
 
 
 def _unit_field(value: str, what: str) -> str:
-    """A value written into a systemd unit or a crontab line: one line, no control characters (a newline
-    would start a directive of its own), and no '%' (cron reads it as a newline, systemd as a specifier)."""
-    if not value or any(not c.isprintable() for c in value) or "%" in value:
-        raise ValueError(f"{what} {value!r} cannot be written into a unit file or a crontab line")
+    """A free-text value written into a systemd unit or a crontab comment: one line, no control characters
+    (a newline would start a directive of its own), no '%' (cron reads it as a newline, systemd as a
+    specifier) and no backslash (systemd joins a line ending in one with the next)."""
+    if not value or any(not c.isprintable() for c in value) or "%" in value or "\\" in value:
+        raise ValueError(f"{what} {value!r} cannot be written into a unit file or a crontab line "
+                         "(one line of printable characters without '%' or '\\')")
     return value
+
+
+# Characters a job's path may hold. None of them is special to /bin/sh, to cron (no '%') or to systemd's
+# ExecStart= splitting ('$' variables, '%' specifiers, quotes, backslash escapes, a lone ';'), so the path
+# means itself in all three; quoting below is for the shell all the same.
+_JOB_PATH = re.compile(r"/[A-Za-z0-9._@+/-]+")
+_CRON_FIELD = re.compile(r"[0-9A-Za-z*,/-]+")
+_CALENDAR_WORD = re.compile(r"[A-Za-z0-9*,.:/~_+-]+")
+
+
+def _job_path(value: str, what: str) -> str:
+    """An absolute, normalised path of letters, digits and ._@+-/ whose components do not start with '-'."""
+    if (not _JOB_PATH.fullmatch(value) or posixpath.normpath(value) != value or value.startswith("//")
+            or any(p.startswith("-") or p in (".", "..") for p in value.split("/")[1:])):
+        raise ValueError(f"{what} {value!r} is not an absolute, normalised path of letters, digits and ._@+-/ "
+                         "(no '.' or '..' components, none starting with '-')")
+    return value
+
+
+def _cron_expression(value: str) -> str:
+    fields = value.split(" ")
+    if len(fields) != 5 or not all(_CRON_FIELD.fullmatch(f) for f in fields):
+        raise ValueError(f"cron {value!r} is not five cron fields separated by single spaces (each of digits, "
+                         "letters and *,/-), e.g. '30 3 * * *'")
+    return value
+
+
+def _on_calendar(value: str) -> str:
+    if value.startswith("-") or not all(_CALENDAR_WORD.fullmatch(w) for w in value.split(" ")):
+        raise ValueError(f"calendar {value!r} is not a systemd OnCalendar expression (words of letters, digits "
+                         "and *,.:/~_+- separated by single spaces, not starting with '-'), e.g. '*-*-* 03:30:00'")
+    return value
+
+
+def _cron_line(cron: str, script_path: str, log_path: str) -> str:
+    """The crontab line: cron hands everything after the five fields to /bin/sh, so each path is one sh
+    word (q). cron also turns an unescaped '%' into a newline, and how '\\%' is unescaped differs between
+    cron implementations (dcron on Unraid, cronie, vixie cron), so a '%' is refused, not escaped."""
+    for v in (cron, script_path, log_path):
+        if "%" in v or not v.isprintable():
+            raise ValueError(f"{v!r} cannot be written into a crontab line (a '%' or a control character)")
+    return f"{_cron_expression(cron)} /bin/bash {q(script_path)} > {q(log_path)} 2>&1"
+
+
+def _exec_start(script_path: str) -> str:
+    """ExecStart= of the job's service. systemd splits it with its own rules (quotes, '\\' escapes, '$'
+    variables, '%' specifiers): a path made only of _JOB_PATH's characters is one word that means itself
+    there, and any other is refused rather than escaped."""
+    return f"/bin/bash {_job_path(script_path, 'script path')}"
 
 
 def schedule_job(name: str, description: str, calendar: str, cron: str, script_path: str, log_path: str, *,
@@ -438,8 +499,11 @@ def schedule_job(name: str, description: str, calendar: str, cron: str, script_p
     timer, or on Unraid a cron file that update_cron merges into root's crontab."""
     if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,99}", name):
         raise ValueError(f"{name!r} is not a unit name")
-    for v, what in ((description, "description"), (calendar, "calendar"), (cron, "cron"),
-                    (script_path, "script path"), (log_path, "log path")):
-        _unit_field(v, what)
+    _unit_field(description, "description")
+    _on_calendar(_unit_field(calendar, "calendar"))
+    _cron_expression(_unit_field(cron, "cron"))
+    _job_path(script_path, "script path")
+    _job_path(log_path, "log path")
     return _render("schedule_job", job=name, description=description, calendar=calendar, cron=cron,
-                   script_path=script_path, log_path=log_path, install=install, remove=not install)
+                   script_path=script_path, exec_start=_exec_start(script_path),
+                   cron_line=_cron_line(cron, script_path, log_path), install=install, remove=not install)

@@ -8,6 +8,12 @@ declare -A P=(
   [stack_label]=pulumi/unraid  # org.octollm.managed-by on this stack's containers and networks
   [min_docker]=20.10
   [wanted]=octollm=172.28.0.0/24  # list of name=subnet
+  [nets]=1  # list of (name, subnet, gateway, internal, reserved); [nname] ... [nreserved] is one
+  [nname]=octollm
+  [nsubnet]=172.28.0.0/24
+  [ngateway]=172.28.0.1
+  [ninternal]=false  # true or false, as docker prints it
+  [nreserved]=continue-dev=172.28.0.12  # who=address ..., sorted by who (docker's order); empty: none
   [paths]=1  # whether there are anchors or dirs (empty: no)
   [anchors]=/mnt/user/appdata  # list; [a] is one: a directory that must already exist
   [a]=/mnt/user/appdata
@@ -25,6 +31,7 @@ declare -A P=(
   [gpu_image]=ollama/ollama:0.12.6  # empty: no container GPU check
   [ports]=11434  # list of ints
   [ssh_parallel]=8  # int; 0: the host is not reached over SSH
+  [swap_limit]=1  # int; 1: containers get memory_swap = memory (hosts.<h>.swapLimit), 0: -1
 )
 #@end
 set -uo pipefail
@@ -61,10 +68,15 @@ else
   if ! version_ge "${server%%[+-]*}" "$min_docker"; then
     fail "Docker engine $server is older than $min_docker, the oldest this program supports"
   fi
-#@ Containers are created with memory_swap = memory (no swap past the limit). An engine without
-#@ swap accounting stores -1 instead, so every `up` would show memorySwap changing.
-  if [ "$(docker info --format '{{.SwapLimit}}' 2>/dev/null)" = false ]; then
-    warn "the Docker engine has no swap limit support (cgroup swap accounting is off): memory limits hold but swap is not limited, and every pulumi up will show memorySwap changes on its containers"
+#@ Containers are created with memory_swap = memory (no swap past the limit), or -1 where the config
+#@ says the engine has no swap accounting. Such an engine stores -1 whatever it is sent, so with
+#@ memory_swap = memory every `up` would show memorySwap changing on every container.
+  swap_limit="${P[swap_limit]}"
+  swap_accounting=$(docker info --format '{{.SwapLimit}}' 2>/dev/null)
+  if [ "$swap_limit" = 1 ] && [ "$swap_accounting" = false ]; then
+    fail "the Docker engine has no swap limit support (cgroup swap accounting is off): it keeps memorySwap -1 on every container, so every pulumi up would show memorySwap changing; set hosts.$host.swapLimit: false in the stack config (swap is then not limited), or turn swap accounting on (swapaccount=1 on cgroup v1)"
+  elif [ "$swap_limit" = 0 ] && [ "$swap_accounting" = true ]; then
+    warn "hosts.$host.swapLimit is false but the Docker engine has swap limit support: containers may swap without limit; set it to true to cap swap at the memory limit"
   fi
 fi
 #@if wanted
@@ -88,6 +100,44 @@ if [ "$docker_ok" = 1 ]; then
       done
     done
   done < <(docker network ls -q | xargs -r docker network inspect --format '{{.Name}}|{{index .Labels "org.octollm.managed-by"}}|{{range .IPAM.Config}}{{.Subnet}} {{end}}')
+fi
+#@end
+#@if nets
+
+# Networks this update replaces: every setting of a Docker network is ForceNew and its name is
+# fixed, so a changed subnet, gateway, internal flag or reserved address deletes the network (after
+# this stack's containers on it) and creates it again. The engine refuses to remove a network that
+# any container is still attached to, and one outside this stack (a client given a reserved
+# address, a container llm-manager started) would stop the update halfway, with this stack's
+# containers on that network already removed. So that is found here, before anything changes.
+replaced_network() {
+  local name="$1" subnet="$2" gateway="$3" internal="$4" reserved="$5"
+  local have label hsubnet hgateway hinternal hreserved hattached clabel c msg
+  local changed=() attached=() foreign=()
+#@ AuxAddress is a map; text/template ranges over it in key order, as the renderer sorts `reserved`.
+  have=$(docker network inspect --format '{{index .Labels "org.octollm.managed-by"}}|{{range .IPAM.Config}}{{.Subnet}} {{end}}|{{range .IPAM.Config}}{{.Gateway}} {{end}}|{{.Internal}}|{{range .IPAM.Config}}{{range $k, $v := .AuxAddress}}{{$k}}={{$v}} {{end}}{{end}}|{{range .Containers}}{{.Name}} {{end}}' -- "$name" 2>/dev/null) || return 0  # absent: only created
+  IFS='|' read -r label hsubnet hgateway hinternal hreserved hattached <<<"$have"
+  [ "$label" = "$stack_label" ] || return 0  # not this stack's: the name check above reports it
+  read -r hsubnet <<<"$hsubnet"; read -r hgateway <<<"$hgateway"; read -r hreserved <<<"$hreserved"
+  [ "$hsubnet" = "$subnet" ] || changed+=("subnet $hsubnet -> $subnet")
+  [ "$hgateway" = "$gateway" ] || changed+=("gateway $hgateway -> $gateway")
+  [ "$hinternal" = "$internal" ] || changed+=("internal $hinternal -> $internal")
+  [ "$hreserved" = "$reserved" ] || changed+=("reserved addresses ${hreserved:-none} -> ${reserved:-none}")
+  [ "${#changed[@]}" -gt 0 ] || return 0
+  read -ra attached <<<"$hattached"
+  for c in "${attached[@]}"; do
+    clabel=$(docker container inspect --format '{{index .Config.Labels "org.octollm.managed-by"}}' -- "$c" 2>/dev/null) || continue  # gone meanwhile
+    [ "$clabel" = "$stack_label" ] || foreign+=("$c")
+  done
+  [ "${#foreign[@]}" -gt 0 ] || return 0
+  msg="Docker network $name is replaced by this update ($(printf '%s, ' "${changed[@]}" | sed 's/, $//')), but container(s) ${foreign[*]} outside this stack are attached to it, and the engine refuses to remove a network with active endpoints. Disconnect them first (a container llm-manager started can be stopped instead), and connect them again after the update:"
+  for c in "${foreign[@]}"; do msg+=$'\n'"      docker network disconnect $name $c"; done
+  fail "$msg"
+}
+if [ "$docker_ok" = 1 ]; then
+#@for nname, nsubnet, ngateway, ninternal, nreserved in nets
+  replaced_network "${P[nname]}" "${P[nsubnet]}" "${P[ngateway]}" "${P[ninternal]}" "${P[nreserved]}"
+#@end
 fi
 #@end
 #@if paths
@@ -122,9 +172,11 @@ fi
 #@for store, need_kib, need_gib in disk
 p="${P[store]}"
 anc="$(nearest_existing "$p")"
-free=$(df -Pk -- "$anc" | awk 'NR==2 {print $4}')
+# Numbers only (awk's +0): du and df print the path, which may span lines, and $(( )) evaluates any
+# name[...] it is given, running a $(...) in the subscript.
+free=$(df -Pk -- "$anc" | awk 'NR==2 {print $4 + 0}')
 have=0
-if [ -d "$p" ]; then have=$(du -sk -- "$p" 2>/dev/null | awk '{print $1}'); fi
+if [ -d "$p" ]; then have=$(du -sk -- "$p" 2>/dev/null | awk 'NR==1 {print $1 + 0}'); fi
 if [ $(( free + have )) -lt "${P[need_kib]}" ]; then
   fail "$p: $(( (free + have) / 1048576 )) GiB free for models that need ${P[need_gib]} GiB"
 fi
