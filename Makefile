@@ -15,8 +15,15 @@ PULUMI := $(shell command -v pulumi 2>/dev/null || echo $(HOME)/.pulumi/bin/pulu
 # (default-config sshd): 8 at once lose no call, 16 already lose some. Same as PARALLEL in
 # components/platforms/docker_host.py and the workflows' --parallel.
 PARALLEL ?= 8
+# pulumi runs under a private ssh-agent that holds exactly STACK's identity files (tooling.doctor
+# --identity-files lists them), killed when pulumi exits, however it exits (left to itself, an agent
+# started with a command notices the command is gone only within 10 s). The remote commands log in
+# through that agent, so no key is among their inputs: a preview made with the read-only key shows no
+# change, and no key reaches the state. ssh-add asks once for a key's passphrase.
+# Under `make -n` nothing is started, only printed.
+WITH_AGENT = $(if $(findstring n,$(firstword -$(MAKEFLAGS))),,ssh-agent $(SHELL) -ec 'trap "ssh-agent -k >/dev/null 2>&1" EXIT; keys=$$("$$1" -m tooling.doctor -s "$$0" --identity-files); shift; if [ -n "$$keys" ]; then mapfile -t files <<<"$$keys"; ssh-add -q "$${files[@]}"; fi; "$$@"' $(STACK) $(PY))
 
-.PHONY: setup dev test bench engine-lane preview up drift plan plan-diff destroy-dev pulumi-cli policy-venv
+.PHONY: setup dev test bench engine-lane preview up up-in-agent drift plan plan-diff destroy-dev pulumi-cli policy-venv
 
 $(VENV)/.ready: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -73,10 +80,16 @@ policy-venv: policy/venv/.ready
 
 ## Show every change to STACK, checked by the policy pack. Nothing is changed.
 preview: setup pulumi-cli policy-venv
-	$(PULUMI) preview --stack $(STACK) --diff --policy-pack policy --parallel $(PARALLEL)
+	$(WITH_AGENT) $(PULUMI) preview --stack $(STACK) --diff --policy-pack policy --parallel $(PARALLEL)
 
 ## Preview and save the plan, ask, back up the state, apply exactly that plan, then verify the estate works.
+# One agent for the whole sequence: a passphrase is asked once, not for the preview and again for the update.
 up: setup pulumi-cli policy-venv
+	@$(WITH_AGENT) $(MAKE) --no-print-directory up-in-agent
+
+up-in-agent:
+	@# On Kubernetes: refuse a namespace that is not this stack's (the provider would take it over); 0 elsewhere.
+	$(PY) -m tooling.preflight_kubernetes -s $(STACK)
 	$(PULUMI) preview --stack $(STACK) --diff --policy-pack policy --save-plan .pulumi-plan-$(STACK).json --parallel $(PARALLEL)
 	@read -r -p "Apply exactly this plan to $(STACK)? [y/N] " answer && [ "$$answer" = y ]
 	@mkdir -p backups
@@ -101,7 +114,7 @@ backup: setup
 
 ## Refresh from the hosts and fail if anything drifted from the code.
 drift: setup pulumi-cli
-	$(PULUMI) preview --stack $(STACK) --refresh --expect-no-changes --diff --parallel $(PARALLEL)
+	$(WITH_AGENT) $(PULUMI) preview --stack $(STACK) --refresh --expect-no-changes --diff --parallel $(PARALLEL)
 
 ## The offline plan of STACK (no hosts, no backend).
 plan: setup

@@ -2,4 +2,4 @@
 
 from components import stack
 
-stack.deploy(*stack.load())
+stack.deploy(stack.load())

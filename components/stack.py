@@ -55,7 +55,7 @@ def unraid_labels(cfg: StackConfig, host: str, service: str, port: int | None) -
     return out
 
 
-def build_platforms(cfg: StackConfig, stack: str, keys: dict[str, str]) -> dict[str, Platform]:
+def build_platforms(cfg: StackConfig, stack: str) -> dict[str, Platform]:
     """One platform per configured host: a Docker host, or the Kubernetes namespace."""
     platforms: dict[str, Platform] = {}
     for name, hc in sorted(cfg.hosts.items()):
@@ -72,11 +72,13 @@ def build_platforms(cfg: StackConfig, stack: str, keys: dict[str, str]) -> dict[
         dprov = docker.Provider(
             f"{name}-docker", host=docker_host_url(hc),
             ssh_opts=docker_ssh_opts(name, hc) if hc.kind == "ssh" else None, registry_auth=auth)
+        # The remote commands authenticate through ssh-agent (SSH_AUTH_SOCK, see loading.require_ssh_agent),
+        # never with a key among their inputs: the read-only preview key and the write key then give the
+        # same inputs, a rotated key re-runs nothing, and no key reaches the state.
         cprov = command.Provider(f"{name}-command")
-        key = pulumi.Output.secret(keys[name]) if name in keys else None
         platforms[name] = DockerHost(name, DockerHostArgs(
             host_name=name, config=hc, stack=stack, docker_provider=dprov, command_provider=cprov,
-            private_key=key, images=dict(cfg.images), preflight=preflight_spec(cfg, name, stack)))
+            images=dict(cfg.images), preflight=preflight_spec(cfg, name, stack)))
     return platforms
 
 
@@ -104,9 +106,9 @@ def kubernetes_platform(cfg: StackConfig, stack: str, name: str) -> Platform:
         model_pull_timeout_minutes=pull_minutes))
 
 
-def deploy(cfg: StackConfig, private_keys: dict[str, str]) -> None:
+def deploy(cfg: StackConfig) -> None:
     stack = pulumi.get_stack()
-    platforms = build_platforms(cfg, stack, private_keys)
+    platforms = build_platforms(cfg, stack)
     secret = configured_secrets(cfg)
 
     stores = {name: SharedModelStore(name, SharedModelStoreArgs(config=sc, server=platforms[sc.host]))

@@ -15,7 +15,12 @@ only a real engine can make:
 Images come from a registry on 127.0.0.1 holding busybox stand-ins (tests/engine_lane/standin.py).
 `dev` uses the local Docker socket; `realtest` is one SSH host: an sshd on 127.0.0.1 (key-only,
 generated host key, pinned in the stack config) in front of the same dockerd, reached with the
-program's own SSH options. Wall times and the SSH connections sshd accepted are printed at the end.
+program's own SSH options. pulumi runs there as `make up` runs it: under an ssh-agent holding the write
+key, which the remote commands log in through (their inputs carry no key). A second, read-only key (the
+preview credential of tools/host/preview-credential.sh, its proxy a haproxy on a local socket) then
+previews the deployed stack and saves the plan that the write key applies: the inputs are the same, so
+the preview shows no change and `up --plan` matches. Wall times and the SSH connections sshd accepted
+are printed at the end.
 
 Without dockerd, sshd, the registry, bash-static or a complete engine in build/engine/bin (or
 OCTOLLM_ENGINE_BIN) these tests skip with the reason; with OCTOLLM_REQUIRE_REAL_HOST=1 (CI) they fail.
@@ -23,8 +28,10 @@ OCTOLLM_ENGINE_BIN) these tests skip with the reason; with OCTOLLM_REQUIRE_REAL_
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -36,9 +43,12 @@ from typing import Callable
 import pytest
 
 from components.config.catalog import IMAGES
+from components.config.schema import load_stack_config
+from components.platforms.docker_host import ssh_control_path
 from engine_lane import lane as L
 from engine_lane import standin
 from loopback import start_sshd
+from test_preview_credential import keygen, proxy, root_user, script  # noqa: F401 - proxy, root_user: fixtures
 from test_real_host import dockerd, unavailable  # noqa: F401 - dockerd is a fixture
 
 SUBNET = "172.31.250.0/24"
@@ -131,6 +141,97 @@ def lane_sshd(tmp_path_factory):
     yield {"port": s.port, "dir": s.dir, "host_key": s.host_key, "identity": s.identity, "user": s.user,
            "log": s.log}
     s.stop()
+
+
+@dataclass
+class Agent:
+    proc: subprocess.Popen
+    sock: str
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def start_agent(d: Path, key: Path) -> Agent:
+    """A private ssh-agent (foreground, on a socket in d) holding `key`."""
+    if shutil.which("ssh-agent") is None or shutil.which("ssh-add") is None:
+        unavailable("ssh-agent / ssh-add are not installed (Debian package openssh-client)")
+    d.mkdir(parents=True, exist_ok=True)
+    sock = d / "agent.sock"
+    proc = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        if sock.exists() or proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    add = subprocess.run(["ssh-add", "-q", str(key)], env={**os.environ, "SSH_AUTH_SOCK": str(sock)},
+                         capture_output=True, text=True, timeout=30)
+    if add.returncode != 0:
+        proc.terminate()
+        unavailable(f"ssh-add {key} failed: {add.stderr.strip()}")
+    return Agent(proc, str(sock))
+
+
+def fingerprint(key: Path) -> str:
+    return subprocess.run(["ssh-keygen", "-l", "-f", str(key)], capture_output=True, text=True,
+                          check=True).stdout.split()[1]
+
+
+@pytest.fixture(scope="session")
+def write_agent(lane_sshd):
+    """The agent `make up` would start: the stack's identity file (the write key) in it."""
+    agent = start_agent(lane_sshd["dir"] / "write-agent", Path(lane_sshd["identity"]))
+    yield agent
+    agent.stop()
+
+
+@pytest.fixture(scope="module")
+def preview_credential(lane_sshd, proxy, root_user):
+    """A second key on the lane's sshd, set up by tools/host/preview-credential.sh: forced onto the
+    read-only proxy (GET and HEAD only) in front of the same dockerd; and an agent holding it."""
+    d = lane_sshd["dir"]
+    key = keygen(d / "preview_key")
+    out = script("--no-proxy-container", "--user", root_user, "--socket-dir", str(proxy["dir"] / "sock"),
+                 "--authorized-keys", str(d / "authorized_keys"), "--key", str(d / "preview_key.pub"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    agent = start_agent(d / "preview-agent", key)
+    yield {"key": key, "agent": agent.sock, "fingerprint": fingerprint(key),
+           "write_fingerprint": fingerprint(Path(lane_sshd["identity"]))}
+    agent.stop()
+
+
+def close_shared_connection(lane: "Lane") -> None:
+    """End the host's shared SSH connection (docker_host.ssh_control_path): a connection made with one
+    key must not carry the calls made while the other is in use."""
+    cfg, _ = load_stack_config(lane.project.read_config(lane.stack))
+    path = ssh_control_path("box", cfg.hosts["box"]).replace("~", pwd.getpwuid(os.getuid()).pw_dir, 1)
+    if os.path.exists(path):
+        subprocess.run(["ssh", "-o", f"ControlPath={path}", "-O", "exit", "box"], capture_output=True, timeout=30)
+
+
+@contextlib.contextmanager
+def read_only_key(lane: "Lane", cred: dict):
+    """As the preview workflow runs: the preview key at the identityFile path and alone in the agent."""
+    identity = Path(lane.sshd["identity"])
+    pub = identity.with_suffix(".pub")
+    saved = identity.read_bytes(), pub.read_bytes(), lane.project.extra_env["SSH_AUTH_SOCK"]
+    close_shared_connection(lane)
+    identity.write_bytes(cred["key"].read_bytes())
+    pub.write_bytes(cred["key"].with_suffix(".pub").read_bytes())
+    lane.project.extra_env["SSH_AUTH_SOCK"] = cred["agent"]
+    try:
+        yield
+    finally:
+        close_shared_connection(lane)
+        identity.write_bytes(saved[0])
+        pub.write_bytes(saved[1])
+        lane.project.extra_env["SSH_AUTH_SOCK"] = saved[2]
+
+
+def accepted_keys(log: Path, since: int) -> set[str]:
+    """Fingerprints of the keys sshd accepted a login with, after offset `since` of its log."""
+    text = log.read_bytes()[since:].decode(errors="replace")
+    return set(re.findall(r"Accepted publickey for \S+ from \S+ port \d+ ssh2: \S+ (SHA256:\S+)", text))
 
 
 def ssh_counts(log: Path, since: int) -> tuple[int, int, int]:
@@ -262,6 +363,7 @@ def lane(request, engine, registry, tmp_path_factory):
                          for n in ("orchestrator", "reflex-layer", "arm-planner", "arm-coder", "arm-critic")]
                       + ([] if images["ollama"] in registry.pushed else [standin.Image(images["ollama"], "ollama")]))
         project.write_config(stack, cfg)
+        project.extra_env["SSH_AUTH_SOCK"] = request.getfixturevalue("write_agent").sock
         r = project.pulumi("stack", "init", stack)
         assert r.returncode == 0, r.output
 
@@ -397,6 +499,29 @@ def test_refresh_finds_no_drift(lane):
         fail_with(r, f"{lane.stack}: refresh finds a difference between the state and the host:", "\n".join(lines))
 
 
+def test_a_preview_with_the_read_only_key_changes_nothing_after_an_up_with_the_write_key(lane, request):
+    """The key is no input of a remote command: the preview credential previews the estate the write key
+    deployed without an update of any command. With --refresh, as the drift workflow runs it: a plain
+    preview compares with the state and opens no SSH connection, a refresh reads the host, so the
+    login shows that the preview key (and only it) was in use."""
+    if lane.sshd is None:
+        pytest.skip("the dev stack has no SSH host")
+    lane.require_up()
+    cred = request.getfixturevalue("preview_credential")
+    since = lane.sshd["log"].stat().st_size
+    with read_only_key(lane, cred):
+        r = lane.pulumi("preview", "--refresh", "--json", "--parallel", L.PARALLEL,
+                        step="preview --refresh --json (read-only key)")
+    if r.returncode != 0:
+        fail_with(r, f"{lane.stack}: a preview with the read-only preview key failed")
+    changes = L.change_set(r.json())["ops"]
+    assert not changes, (f"{lane.stack}: with the preview key the preview proposes {sorted(changes.items())}\n"
+                         + "\n".join(L.describe_changes(r.json())))
+    accepted = accepted_keys(lane.sshd["log"], since)
+    assert accepted == {cred["fingerprint"]}, (f"the preview logged in with {accepted}, not only the preview key "
+                                               f"{cred['fingerprint']} (write key: {cred['write_fingerprint']})")
+
+
 def test_one_knob_previews_exactly_the_predicted_change_set(lane):
     lane.require_up()
     # What a preview proposes before the knob: nothing, unless the second-preview test failed (then
@@ -425,10 +550,15 @@ def test_one_knob_previews_exactly_the_predicted_change_set(lane):
                           + "\n".join(L.describe_changes(r.json())))
 
 
-def test_a_saved_plan_applies_the_change_and_nothing_is_left(lane):
+def test_a_saved_plan_applies_the_change_and_nothing_is_left(lane, request):
+    """As the deploy workflow: on the SSH host the plan is saved with the read-only key and applied with the
+    write key; the plan matches because no key is among the inputs."""
     lane.require_up()
     plan = lane.project.dir / f"plan-{lane.stack}.json"
-    r = lane.pulumi("preview", "--save-plan", str(plan), "--parallel", L.PARALLEL, step="preview --save-plan")
+    keys = read_only_key(lane, request.getfixturevalue("preview_credential")) if lane.sshd else contextlib.nullcontext()
+    with keys:
+        r = lane.pulumi("preview", "--save-plan", str(plan), "--parallel", L.PARALLEL,
+                        step="preview --save-plan" + (" (read-only key)" if lane.sshd else ""))
     if r.returncode != 0:
         fail_with(r, f"{lane.stack}: `pulumi preview --save-plan` failed")
     r = lane.pulumi("up", "--plan", str(plan), "--yes", "--skip-preview", "--parallel", L.PARALLEL,

@@ -270,7 +270,7 @@ def test_two_nodes_on_one_docker_host_have_distinct_urns_and_containers():
                    "code": node(port=11600, model_store="models", read_only=True, models=["codellama:7b"])})
 
     def make():
-        platforms = build_platforms(cfg, "test", {})
+        platforms = build_platforms(cfg, "test")
         host = platforms["server"]
         st = SharedModelStore("models", SharedModelStoreArgs(cfg.model_stores["models"], host))
         return [GpuInferenceNode(n, GpuInferenceNodeArgs(config=c, platform=host, image=IMAGE, store=st))

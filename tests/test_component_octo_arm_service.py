@@ -121,7 +121,7 @@ def test_two_instances_on_one_docker_host_have_distinct_urns():
     cfg = StackConfig(platform="docker", hosts={"app": HostConfig(kind="local", cpu_threads=64, memory_gb=256)})
 
     def build():
-        host = build_platforms(cfg, "test", {})["app"]
+        host = build_platforms(cfg, "test")["app"]
         return (OctoArmService("octollm", args(host)),
                 OctoArmService("staging", args(host, cfg=CFG.model_copy(update={"arms": {}}))))
     r = run_component(build)

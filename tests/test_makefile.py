@@ -35,3 +35,99 @@ def test_destroy_dev_unprotects_then_destroys_and_names_the_data_left(tmp_path):
     assert log.read_text().splitlines() == ["state unprotect --all --yes --stack dev",
                                             "destroy --stack dev --yes --parallel 8"]
     assert "Its data stays on disk under /var/tmp/octollm-dev" in out.stdout
+
+
+# ---- pulumi under a private ssh-agent ------------------------------------------------------------------
+
+FAKE_PULUMI = """#!/bin/sh
+# Records what each pulumi call sees: its arguments, the agent and the keys the agent holds.
+{{ echo "args: $*"; echo "sock: $SSH_AUTH_SOCK"; ssh-add -L 2>&1 | sed 's/^/key: /'; }} >> {log}
+exit {rc}
+"""
+
+
+def _agent_env(tmp_path, passphrase: str = "") -> tuple[dict, Path, Path]:
+    """A HOME holding the unraid stack's identity file (~/.ssh/octollm_unraid), no agent of our own, and
+    an askpass program that answers the passphrase and counts how often it was asked."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True, mode=0o700)
+    key = home / ".ssh" / "octollm_unraid"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-C", "lane", "-f", str(key)], check=True)
+    asked = tmp_path / "asked"
+    askpass = tmp_path / "askpass"
+    askpass.write_text(f"#!/bin/sh\necho x >> {asked}\necho '{passphrase}'\n")
+    askpass.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("SSH_AUTH_SOCK", "SSH_AGENT_PID", "MAKEFLAGS")}
+    env.update(HOME=str(home), SSH_ASKPASS=str(askpass), SSH_ASKPASS_REQUIRE="force", DISPLAY=":0")
+    return env, key, asked
+
+
+def _fake(tmp_path, name: str, rc: int = 0) -> tuple[Path, Path]:
+    log = tmp_path / f"{name}.log"
+    fake = tmp_path / name
+    fake.write_text(FAKE_PULUMI.format(log=log, rc=rc))
+    fake.chmod(0o755)
+    return fake, log
+
+
+def _calls(log: Path) -> list[dict]:
+    calls: list[dict] = []
+    for line in log.read_text().splitlines():
+        kind, _, value = line.partition(": ")
+        if kind == "args":
+            calls.append({"args": value, "sock": None, "keys": []})
+        elif kind == "sock":
+            calls[-1]["sock"] = value
+        else:
+            calls[-1]["keys"].append(value)
+    return calls
+
+
+def _public(key: Path) -> str:
+    return " ".join(key.with_suffix(".pub").read_text().split()[:2])
+
+
+def test_drift_runs_pulumi_under_an_agent_holding_exactly_the_stack_key_and_ends_it(tmp_path):
+    env, key, _ = _agent_env(tmp_path)
+    fake, log = _fake(tmp_path, "pulumi")
+    out = subprocess.run(["make", "-s", "-C", str(ROOT), "drift", "STACK=unraid", f"PULUMI={fake}"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    [call] = _calls(log)
+    assert call["args"].startswith("preview --stack unraid --refresh --expect-no-changes")
+    assert [" ".join(k.split()[:2]) for k in call["keys"]] == [_public(key)]
+    assert call["sock"] and not Path(call["sock"]).exists(), "the agent outlived make"
+
+
+def test_a_failing_pulumi_still_ends_the_agent(tmp_path):
+    env, _, _ = _agent_env(tmp_path)
+    fake, log = _fake(tmp_path, "pulumi", rc=3)
+    out = subprocess.run(["make", "-s", "-C", str(ROOT), "drift", "STACK=unraid", f"PULUMI={fake}"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    [call] = _calls(log)
+    assert call["keys"] and not Path(call["sock"]).exists()
+
+
+def test_up_asks_the_passphrase_once_and_previews_and_applies_under_one_agent(tmp_path):
+    env, key, asked = _agent_env(tmp_path, passphrase="correct horse")
+    fake, log = _fake(tmp_path, "pulumi")
+    # The python of the recipe: the real one for the key list, a recorder for backup and verify (they
+    # would talk to the hosts).
+    py = tmp_path / "python"
+    py.write_text(f'#!/bin/sh\nif [ "$2" = tooling.doctor ]; then exec {ROOT}/.venv/bin/python "$@"; fi\n'
+                  f'echo "python $*" >> {tmp_path}/python.log\n')
+    py.chmod(0o755)
+    out = subprocess.run(["make", "-s", "-C", str(ROOT), "-o", "policy/venv/.ready", "-o", ".venv/.ready", "up",
+                          "STACK=unraid", f"PULUMI={fake}", f"PY={py}", f"PULUMI_BACKEND_URL=file://{tmp_path}/state"],
+                         env=env, input="y\n", capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    calls = _calls(log)
+    assert [c["args"].split()[0] for c in calls] == ["preview", "stack", "up"]
+    assert calls[0]["args"].endswith("--save-plan .pulumi-plan-unraid.json --parallel 8")
+    assert calls[2]["args"].startswith("up --stack unraid --plan .pulumi-plan-unraid.json")
+    assert len({c["sock"] for c in calls}) == 1 and all(c["sock"] for c in calls)
+    assert all([" ".join(k.split()[:2]) for k in c["keys"]] == [_public(key)] for c in calls)
+    assert asked.read_text().count("x") == 1, "ssh-add asked for the passphrase more than once"
+    assert not Path(calls[0]["sock"]).exists()
+    assert "tooling.verify -s unraid" in (tmp_path / "python.log").read_text()

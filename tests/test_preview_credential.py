@@ -30,6 +30,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tooling import doctor
 from components.config.schema import load_stack_config
@@ -160,18 +161,20 @@ def host(proxy, root_user, tmp_path_factory):
         unavailable(str(exc))
     port, host_key = server.port, server.host_key
 
-    def host_config(identity: Path):
-        raw = {"platform": "docker", "hosts": {"box": {
+    def raw_config(identity: Path) -> dict:
+        return {"platform": "docker", "hosts": {"box": {
             "kind": "ssh", "address": "127.0.0.1", "publishAddress": "127.0.0.1",
             "ssh": {"user": root_user, "port": port, "identityFile": str(identity), "hostKey": host_key},
             "cpuThreads": 2, "memoryGb": 4, "appdataRoot": str(d / "appdata")}}}
-        cfg, _ = load_stack_config(raw)
+
+    def host_config(identity: Path):
+        cfg, _ = load_stack_config(raw_config(identity))
         return cfg.hosts["box"]
 
     yield {"dir": d, "port": port, "user": root_user, "authorized": authorized, "host_key": host_key,
            "socket": proxy["socket"],
            "write": host_config(write_key), "preview": host_config(preview_key),
-           "write_key": write_key, "preview_key": preview_key}
+           "write_key": write_key, "preview_key": preview_key, "raw_config": raw_config}
     server.stop()
 
 
@@ -276,6 +279,22 @@ def test_reads_pass_with_the_preview_key(host, probes, method, target):
 def test_doctor_api_check_passes_with_the_preview_key(host):
     ok, detail = doctor.check_api("box", host["preview"], timeout=30)
     assert ok and detail.startswith("ok (API 1."), detail
+
+
+def test_doctor_tells_a_read_only_key_from_one_that_can_write(host, probes, tmp_path, capsys):
+    """--api-only asks for a change the proxy refuses and an engine would have nothing to act on."""
+    before = engine_state(probes)
+    assert doctor.check_read_only("box", host["preview"], timeout=30) == (True, "yes")
+    ok, detail = doctor.check_read_only("box", host["write"], timeout=30)
+    assert ok is False and detail.startswith("NO: the Docker engine itself answered a POST (HTTP/1.0 404"), detail
+    for key, want_rc, want in (("preview_key", 0, "read-only: yes"), ("write_key", 3, "read-only: NO")):
+        stack = tmp_path / f"Pulumi.{key}.yaml"
+        stack.write_text(yaml.safe_dump({"config": {f"octollm-infra:{k}": v
+                                                    for k, v in host["raw_config"](host[key]).items()}}))
+        rc = doctor.main(["--file", str(stack), "--api-only", "--timeout", "60"])
+        out = capsys.readouterr().out
+        assert rc == want_rc and want in out, out
+    assert engine_state(probes) == before
 
 
 # ---- through the preview key: everything else is refused, and nothing changes ----------------------

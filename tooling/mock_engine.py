@@ -167,6 +167,10 @@ def _plain_strings(v, out: list[str]) -> None:
         out.append(v)
 
 
+# An update (not a preview) of an SSH stack refuses to start without an agent; the mock engine runs no
+# command, so a path nothing listens on stands in for one.
+MOCK_SSH_AGENT = "/nonexistent/octollm-mock-ssh-agent.sock"
+
 STAND_IN_KEYS = ("octollm_unraid", "id_ed25519", "homelab_ed25519")  # the identity files the stack files name
 
 
@@ -216,10 +220,11 @@ def stack_config(stack: str, root: Path | None = None) -> dict:
 
 def run_stack(stack: str, config: dict | None = None, secrets: dict | None = None,
               home: str | None = None, preview: bool = False, program: Path | None = None,
-              project: str = PROJECT) -> Result:
+              project: str = PROJECT, ssh_agent: str | None = MOCK_SSH_AGENT) -> Result:
     """Run __main__.py with `config` (default: the stack file) plus `secrets` as secret config.
 
-    program/project: another Pulumi program (an example) and the project its config keys belong to."""
+    program/project: another Pulumi program (an example) and the project its config keys belong to.
+    ssh_agent: the SSH_AUTH_SOCK the program sees (None: unset); nothing dials it under the mock engine."""
     cfg = copy.deepcopy(stack_config(stack) if config is None and program is None else (config or {}))
     secrets = secrets or {}
     wire = {}
@@ -235,7 +240,11 @@ def run_stack(stack: str, config: dict | None = None, secrets: dict | None = Non
     logs: list[tuple[str, str]] = []
     error = None
     # The program reads its config as the language host hands it over: in the environment.
-    saved_env = {k: os.environ.get(k) for k in ("HOME", "PULUMI_CONFIG", "PULUMI_CONFIG_SECRET_KEYS")}
+    saved_env = {k: os.environ.get(k) for k in ("HOME", "PULUMI_CONFIG", "PULUMI_CONFIG_SECRET_KEYS", "SSH_AUTH_SOCK")}
+    if ssh_agent is None:
+        os.environ.pop("SSH_AUTH_SOCK", None)
+    else:
+        os.environ["SSH_AUTH_SOCK"] = ssh_agent
     os.environ["PULUMI_CONFIG"] = json.dumps(wire)
     os.environ["PULUMI_CONFIG_SECRET_KEYS"] = json.dumps(secret_keys)
     if home is not None:

@@ -1,9 +1,10 @@
-"""Reading the stack's config once: every `octollm-infra:` key, validated, plus the SSH keys it names."""
+"""Reading the stack's config once: every `octollm-infra:` key, validated, and the SSH identity files it names."""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 
 import pulumi
@@ -39,25 +40,59 @@ def read_raw_config(project: str = PROJECT) -> tuple[dict, set[str]]:
     return raw, secret_keys
 
 
-def load() -> tuple[StackConfig, dict[str, str]]:
-    """Validate the stack's config and read the SSH keys it names, or stop with every problem listed."""
+def load() -> StackConfig:
+    """Validate the stack's config and its SSH identity files, or stop with every problem listed.
+
+    Nothing is registered before this returns, so every refusal comes before the first resource."""
     raw, secret_keys = read_raw_config()
     try:
         cfg, warnings = load_stack_config(raw, secret_keys)
-        keys = read_private_keys(cfg)
+        check_identity_files(cfg)
     except ConfigError as exc:
         raise pulumi.RunError(exc.render()) from None
+    require_ssh_agent(cfg)
     for w in warnings:
         pulumi.log.warn(w)
     for name, host in sorted(cfg.hosts.items()):
         if host.ssh and host.ssh.insecure_skip_host_key_check:
             pulumi.log.warn(f"hosts.{name}.ssh.insecureSkipHostKeyCheck is true: the identity of {host.address} "
                             "is not verified, so a machine that answers in its place gets the deployment")
-    return cfg, keys
+    return cfg
 
 
-def read_private_keys(cfg: StackConfig) -> dict[str, str]:
-    keys, problems = {}, []
+def ssh_hosts(cfg: StackConfig) -> list[str]:
+    return sorted(name for name, host in cfg.hosts.items() if host.kind == "ssh")
+
+
+def identity_files(cfg: StackConfig) -> list[str]:
+    """The stack's identity files, expanded, once each in host order: what its ssh-agent must hold."""
+    out: list[str] = []
+    for name in ssh_hosts(cfg):
+        ssh = cfg.hosts[name].ssh
+        if ssh is not None and ssh.identity_file:
+            path = os.path.expanduser(ssh.identity_file)
+            if path not in out:
+                out.append(path)
+    return out
+
+
+def require_ssh_agent(cfg: StackConfig) -> None:
+    """Remote commands log in through ssh-agent: their inputs hold no key, so a preview made with the
+    read-only key and an update made with the write key register the same inputs, and no key is
+    written into the state. A preview runs no command, so only an update needs the agent."""
+    if runtime.is_dry_run() or not ssh_hosts(cfg) or os.environ.get("SSH_AUTH_SOCK"):
+        return
+    files = " ".join(shlex.quote(f) for f in identity_files(cfg)) or "<identityFile>"
+    raise pulumi.RunError(
+        f"the commands on {', '.join(f'hosts.{h}' for h in ssh_hosts(cfg))} log in through ssh-agent, and "
+        "SSH_AUTH_SOCK is not set; nothing was changed. Run the update with `make up STACK=<stack>` (it starts "
+        f"an agent holding the stack's identity files), or: eval \"$(ssh-agent)\"; ssh-add {files}")
+
+
+def check_identity_files(cfg: StackConfig) -> None:
+    """Each identityFile exists, is a private key and only its owner can read it. ssh reads it (the
+    docker provider's `ssh -i`, and ssh-add): the program never puts its content into an input."""
+    problems = []
     for name, host in sorted(cfg.hosts.items()):
         if host.kind != "ssh" or host.ssh is None or host.ssh.identity_file is None:
             continue
@@ -65,13 +100,12 @@ def read_private_keys(cfg: StackConfig) -> dict[str, str]:
         key_path = f"hosts.{name}.ssh.identityFile"
         try:
             mode = path.stat().st_mode
-            text = path.read_text()
+            with path.open() as f:
+                head = f.read(4096)
         except (OSError, UnicodeDecodeError) as exc:
             problems.append(Problem(path=key_path, message=f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"))
             continue
-        # Its content becomes the private key of every command on the host: only a private key file
-        # will do, and ssh itself refuses one that others can read.
-        first = text.lstrip().splitlines()[0] if text.strip() else ""
+        first = head.lstrip().splitlines()[0] if head.strip() else ""
         if not (first.startswith("-----BEGIN ") and first.endswith("PRIVATE KEY-----")):
             problems.append(Problem(path=key_path, message=(
                 f"{path} is not a private key file (it should begin with '-----BEGIN OPENSSH PRIVATE KEY-----'); "
@@ -79,8 +113,5 @@ def read_private_keys(cfg: StackConfig) -> dict[str, str]:
         elif mode & 0o077:
             problems.append(Problem(path=key_path, message=(
                 f"{path} is readable by other users (mode {mode & 0o777:o}); ssh refuses such a key: chmod 600 {path}")))
-        else:
-            keys[name] = text
     if problems:
         raise ConfigError(problems)
-    return keys

@@ -189,7 +189,6 @@ class DockerHostArgs:
     stack: str
     docker_provider: docker.Provider
     command_provider: command.Provider
-    private_key: pulumi.Input[str] | None = None
     images: dict[str, str] | None = None  # overrides of catalog.IMAGES from the stack config
     preflight: scripts.PreflightSpec | None = None
 
@@ -228,7 +227,8 @@ class DockerHost(pulumi.ComponentResource):
                 # Every field is ForceNew and the name is fixed: a second network of that name cannot
                 # exist, and the engine refuses to remove one with endpoints. Deleted first, the
                 # engine also deletes first every container whose networks_advanced takes its name
-                # from this resource, then recreates the network and them (test_change_sets).
+                # from this resource, then recreates the network and them (test_change_sets). A container
+                # outside the stack attached to it would stop that halfway: the preflight refuses first.
                 opts=self.child_opts(self, delete_before_replace=True),
             )
         self.register_outputs({"networks": {n: net.name for n, net in self.networks.items()}})
@@ -253,7 +253,8 @@ class DockerHost(pulumi.ComponentResource):
             host=self.cfg.address,
             port=ssh.port,
             user=ssh.user,
-            private_key=self.args.private_key,
+            # No private key: the login goes through ssh-agent ($SSH_AUTH_SOCK, read by the provider),
+            # so nothing here differs between the preview key and the write key (components/stack.py).
             host_key=None if ssh.insecure_skip_host_key_check else ssh.host_key,
             # pulumi-command 1.2.1 (provider/pkg/provider/remote/connection.go) opens one SSH
             # connection per command and redials a failed dial through pulumi's retry.Until:
@@ -440,8 +441,10 @@ class DockerHost(pulumi.ComponentResource):
             memory=mebibytes(spec.memory_gb),
             # Unset, the engine stores MemorySwap = 2 x Memory, which the provider reads back as
             # memory_swap: a diff on every `up` (seen under the real engine). Equal to memory, the
-            # limit is the limit (no swap past it) and reads back as given.
-            memory_swap=mebibytes(spec.memory_gb),
+            # limit is the limit (no swap past it) and reads back as given. An engine without swap
+            # accounting stores -1 for any other request (moby verifyPlatformContainerResources),
+            # unset included, so there -1 is the only value that reads back as given.
+            memory_swap=mebibytes(spec.memory_gb) if self.cfg.swap_limit else -1,
             user=spec.user,
             shm_size=spec.shm_size_gb * 1024 if spec.shm_size_gb else None,
             privileged=spec.privileged or None,

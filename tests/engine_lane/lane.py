@@ -96,6 +96,8 @@ class Project:
     state: Path
     passphrase: str = "engine-lane"
     log: list[Step] = field(default_factory=list)
+    # Set over the environment the CLI inherits: SSH_AUTH_SOCK, the agent the remote commands log in through.
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def copy(cls, scratch: Path) -> "Project":
@@ -127,6 +129,7 @@ class Project:
             "PULUMI_EXPERIMENTAL": "true",
             "PULUMI_COPILOT": "false",
         })
+        env.update(self.extra_env)
         return env
 
     def pulumi(self, *args: str, timeout: float = 900, input: str | None = None) -> Step:
