@@ -31,10 +31,10 @@ from pathlib import Path
 import urllib3
 from kubernetes.client.rest import ApiException
 
-from components.config.schema import ConfigError, StackConfig, load_stack_config
+from components.config.schema import StackConfig
 from components.platforms.kubernetes import GKE_ACCELERATOR, GPU_RESOURCE, MANAGED_BY, STACK_LABEL, stack_label
 
-from .mock_engine import read_stack_file
+from .stackfile import load_or_report
 from .verify_kubernetes import Cluster, Unreachable, connect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -204,15 +204,10 @@ def render(reports: list[Report]) -> str:
 def run(path: Path, stack: str, *, kubeconfig: Path | None = None, context: str | None = None,
         timeout: float = 30, api_only: bool = False) -> int:
     """The preflight of the stack in `path` (a Pulumi.<stack>.yaml): print the table, return the exit status."""
-    try:
-        plain, encrypted = read_stack_file(path)
-        cfg, _ = load_stack_config(plain)
-    except ConfigError as exc:
-        print(exc.render(), file=sys.stderr)
+    loaded = load_or_report(path)
+    if loaded is None:
         return 2
-    except OSError as exc:
-        print(f"cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
+    cfg, encrypted = loaded
     if cfg.platform != "kubernetes" or cfg.kubernetes is None:
         print(f"stack {stack!r} is not on Kubernetes: nothing to check here", file=sys.stderr)
         return 0

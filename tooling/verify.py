@@ -50,13 +50,13 @@ import yaml
 
 from components import stack as program
 from components.config.rules import inference_instances, inventory, monitored_hosts, node_path
-from components.config.schema import ConfigError, HostConfig, InferenceConfig, StackConfig, load_stack_config
+from components.config.schema import HostConfig, InferenceConfig, StackConfig
 from components.platforms.docker_host import (MANAGED_LABEL, DockerHost, docker_dial_command, docker_host_url,
                                               docker_ssh_opts, ensure_ssh_control_dir, ssh_control_path_problem)
 from components.services.apps import PROBED_NOT_HEALTHCHECKED
 from components.services.monitoring_stack import MonitoringStack, grafana_datasources
 
-from .mock_engine import read_stack_file
+from .stackfile import load_or_report
 
 ROOT = Path(__file__).resolve().parent.parent
 GRAFANA_ADMIN_USER = "admin"  # GF_SECURITY_ADMIN_USER in components/services/monitoring_stack.py
@@ -1003,16 +1003,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("give -s STACK or --file")
     path = a.file or ROOT / f"Pulumi.{a.stack}.yaml"
     stack = a.stack or path.stem.split(".", 1)[-1]
-    try:
-        # As doctor: encrypted values are left out (the admin password is read through pulumi).
-        plain, encrypted = read_stack_file(path)
-        cfg, _ = load_stack_config(plain)
-    except ConfigError as exc:
-        print(exc.render(), file=sys.stderr)
+    # As doctor: encrypted values are left out (the admin password is read through pulumi).
+    loaded = load_or_report(path)
+    if loaded is None:
         return 2
-    except OSError as exc:
-        print(f"cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
+    cfg, encrypted = loaded
     unknown = sorted(set(a.hosts or ()) - set(cfg.hosts))
     if unknown:
         print(f"no host named {', '.join(unknown)} in {path.name} (hosts: {', '.join(sorted(cfg.hosts))})",
