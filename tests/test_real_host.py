@@ -270,14 +270,16 @@ def test_doctor_table_for_a_healthy_and_an_unhealthy_host(dockerd, sshd, busybox
 
 
 def test_doctor_api_only_checks_the_api_and_runs_no_script(dockerd, sshd, tmp_path, clean, capsys):
-    """What a read-only preview key allows: the API check alone, which a foreign port cannot fail."""
+    """What a read-only preview key allows: the API check alone, which a foreign port cannot fail. This
+    sshd hands out the write key, so the same run also says the key is not read-only (exit 3); with the
+    preview key it says yes (test_preview_credential.py)."""
     f = tmp_path / "Pulumi.realtest.yaml"
     raw = stack_doc(sshd, tmp_path)
     f.write_text(yaml.safe_dump({"config": {f"octollm-infra:{k}": v for k, v in raw.items()}}))
     before = host_state(tmp_path)
-    assert doctor.main(["--file", str(f), "--api-only"]) == 0
+    assert doctor.main(["--file", str(f), "--api-only"]) == 3
     out = capsys.readouterr().out
-    assert "ok (API" in out and "not run (--api-only)" in out
+    assert "ok (API" in out and "not run (--api-only)" in out and "read-only: NO" in out
     assert host_state(tmp_path) == before
 
 
