@@ -292,6 +292,14 @@ def _move(addr: str, old, new) -> str:
     return str(new.network_address + (int(ipaddress.ip_address(addr)) - int(old.network_address)))
 
 
+def _mismatches(planned: dict, state: dict, modelled: dict) -> dict:
+    """Where the provider's stored state differs from the registered inputs, and (as model:<key>) where
+    the model's answer differs from the real engine's."""
+    wrong = {k: (planned[k], state.get(k)) for k in planned if planned[k] != state.get(k)}
+    wrong.update({f"model:{k}": (modelled[k], state[k]) for k in modelled if modelled[k] != state[k]})
+    return wrong
+
+
 @pytest.mark.parametrize("stack", ["dev", "unraid", "homelab"])
 def test_real_engine_keeps_networks_as_created(run, dockerd, stack):  # noqa: F811
     """Each network as resourceDockerNetworkCreate sends it, inspected and read as
@@ -329,8 +337,7 @@ def test_real_engine_keeps_networks_as_created(run, dockerd, stack):  # noqa: F8
             planned = readback.RULES[readback.NETWORK][0](r.inputs)
             state = readback.network_state_from_inspect(real)
             modelled = readback.network_state_from_inspect(readback.network_engine_inspect_model(body))
-            wrong = {k: (planned[k], state.get(k)) for k in planned if planned[k] != state.get(k)}
-            wrong.update({f"model:{k}": (modelled[k], state[k]) for k in modelled if modelled[k] != state[k]})
+            wrong = _mismatches(planned, state, modelled)
             if wrong:
                 mismatches[r.name] = wrong
         assert mismatches == {}, json.dumps(mismatches, indent=1)[:3000]
@@ -364,8 +371,7 @@ def test_real_engine_keeps_volumes_as_created(run, dockerd):  # noqa: F811
             planned = readback.RULES[readback.VOLUME][0](r.inputs)
             state = readback.volume_state_from_inspect(real)
             modelled = readback.volume_state_from_inspect(readback.volume_engine_inspect_model(body))
-            wrong = {k: (planned[k], state.get(k)) for k in planned if planned[k] != state.get(k)}
-            wrong.update({f"model:{k}": (modelled[k], state[k]) for k in modelled if modelled[k] != state[k]})
+            wrong = _mismatches(planned, state, modelled)
             if wrong:
                 mismatches[r.name] = wrong
         assert mismatches == {}, json.dumps(mismatches, indent=1)[:3000]
